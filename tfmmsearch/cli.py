@@ -1,0 +1,165 @@
+"""`tfmmsearch` command line: a thin layer over the Python entrypoints.
+
+Every subcommand parses arguments, loads the config (YAML + `--set key=value` overrides),
+calls one documented function, and prints where its outputs went. Heavy imports happen
+inside the handlers so that `tfmmsearch --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tfmmsearch.config import ConfigError, load_config
+from tfmmsearch.logs import setup_logging
+
+logger = logging.getLogger("tfmmsearch")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+def _add_config_args(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
+    parser.add_argument("--config", type=Path, default=default,
+                        help="YAML experiment config" + (f" (default: {default.name})" if default else ""))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.batch_size=64 (repeatable)")
+
+
+def _config(args):
+    config_path = args.config
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    return load_config(config_path, args.overrides)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _cmd_demo(args) -> int:
+    from tfmmsearch.demo import run_demo
+
+    run_demo(_config(args))
+    return 0
+
+
+def _cmd_data_prepare(args) -> int:
+    from tfmmsearch.data.prepare import prepare_data
+
+    prepared = prepare_data(_config(args))
+    print(f"prepared data written to {prepared.work_dir}")
+    return 0
+
+
+def _cmd_data_validate(args) -> int:
+    from tfmmsearch.data.catalog import read_catalog
+
+    catalog = read_catalog(args.catalog, on_bad_row=args.on_bad_row, progress=True)
+    print(f"{catalog.source}: {catalog.report.summary()}")
+    for example in catalog.report.examples:
+        print(f"  skipped: {example}")
+    return 0
+
+
+def _cmd_data_synthesize(args) -> int:
+    from tfmmsearch.data.synthetic import generate_synthetic_catalog
+
+    out = generate_synthetic_catalog(args.out, num_items=args.num_items, seed=args.seed,
+                                     image_size=args.image_size)
+    print(f"synthetic catalog of {args.num_items} items written to {out}")
+    return 0
+
+
+def _cmd_hub_list(args) -> int:
+    from tfmmsearch.hub.registry import BUNDLES, _bundle_components, default_cache_dir
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    print(f"hub cache: {cache_dir}")
+    for bundle in BUNDLES.values():
+        built = _bundle_components(Path(cache_dir) / bundle.name) is not None
+        state = "built" if built else "not built"
+        print(f"  {bundle.name:20s} [{state:9s}] {bundle.description}")
+        print(f"  {'':20s} handles: {', '.join(bundle.components)}")
+    return 0
+
+
+def _cmd_hub_build(args) -> int:
+    from tfmmsearch.hub.registry import build_bundle
+
+    for name in args.bundles:
+        components = build_bundle(name, args.cache_dir, force=args.force)
+        for handle, path in components.items():
+            print(f"{handle}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfmmsearch",
+        description="Multimodal (text + image) product search: data, TF-Hub towers, training, "
+                    "export for TensorFlow Serving.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    demo = commands.add_parser("demo", help="run the main job end to end on the embedded synthetic catalog",
+                               description="Generates the synthetic catalog, validates it, splits it, "
+                                           "generates attribute queries and builds the TFDS shards.")
+    _add_config_args(demo, DEFAULT_CONFIG)
+    demo.set_defaults(handler=_cmd_demo)
+
+    data = commands.add_parser("data", help="catalog tools: validate, synthesize, prepare")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")
+    data_commands.required = True
+    validate = data_commands.add_parser("validate", help="read and validate a catalog directory")
+    validate.add_argument("catalog", type=Path, help="directory with products.csv or products.jsonl")
+    validate.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                          help="stop at the first bad row, or skip and count bad rows")
+    validate.set_defaults(handler=_cmd_data_validate)
+    synth = data_commands.add_parser("synthesize", help="write a synthetic catalog (drawn images, grammar titles)")
+    synth.add_argument("out", type=Path, help="output catalog directory")
+    synth.add_argument("--num-items", type=int, default=2000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.set_defaults(handler=_cmd_data_synthesize)
+    prepare = data_commands.add_parser("prepare", help="validate, split and generate queries for a config")
+    _add_config_args(prepare, DEFAULT_CONFIG)
+    prepare.set_defaults(handler=_cmd_data_prepare)
+
+    hub = commands.add_parser("hub", help="offline TF-Hub modules: list and build")
+    hub_commands = hub.add_subparsers(dest="hub_command", metavar="ACTION")
+    hub_commands.required = True
+    hub_list = hub_commands.add_parser("list", help="list the modules this package builds offline")
+    hub_list.add_argument("--cache-dir", type=Path, default=None,
+                          help="hub cache (default: $TFMMSEARCH_HUB_CACHE or ~/.cache/tfmmsearch/hub)")
+    hub_list.set_defaults(handler=_cmd_hub_list)
+    hub_build = hub_commands.add_parser("build", help="build modules into the hub cache (idempotent)")
+    hub_build.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                           help="tiny-bert, tiny-image, minilm-l6, efficientnet-lite0")
+    hub_build.add_argument("--cache-dir", type=Path, default=None,
+                           help="hub cache (default: $TFMMSEARCH_HUB_CACHE or ~/.cache/tfmmsearch/hub)")
+    hub_build.add_argument("--force", action="store_true", help="rebuild even if already built")
+    hub_build.set_defaults(handler=_cmd_hub_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"tfmmsearch: config error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:
+        print(f"tfmmsearch: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

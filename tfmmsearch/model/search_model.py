@@ -1,0 +1,146 @@
+"""The multi-task TFRS model: retrieval + cross-modal alignment + fused ranking.
+
+A batch holds (query, positive item) pairs. Text and image enter either as raw inputs run
+through the encoders (trainable towers) or as features cached from frozen encoders; the
+model takes whichever the batch carries. The loss is the config-weighted sum of
+  retrieval  - in-batch softmax over the global batch (learnable temperature, logQ
+               correction, accidental-hit removal, other relevant items masked),
+  alignment  - title<->image contrastive on items with both modalities,
+  ranking    - listwise loss of the ranking head over retrieved in-batch candidates,
+               labelled with graded relevance from attributes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfmmsearch.config import ModelConfig
+from tfmmsearch.model.alignment import alignment_loss
+from tfmmsearch.model.grades import attribute_grades
+from tfmmsearch.model.ranking import (
+    RankingHead,
+    gains_as_targets,
+    listwise_ranking_task,
+    select_candidates,
+)
+from tfmmsearch.model.retrieval import GlobalBatchRetrieval
+from tfmmsearch.model.towers import build_item_tower, build_query_tower
+
+
+@dataclass
+class Encoders:
+    """Raw-input encoders (string -> vector, image -> vector). Any may be None when cached."""
+
+    text: tf.keras.Model | None = None
+    image: tf.keras.Model | None = None
+    query: tf.keras.Model | None = None
+
+
+class MultimodalSearchModel(tfrs.Model):
+    """Query tower, item tower with fusion, ranking head, and their three training tasks."""
+
+    def __init__(self, config: ModelConfig, text_dim: int, image_dim: int, query_dim: int,
+                 encoders: Encoders | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.encoders = encoders or Encoders()
+        # Keras tracks attributes, not dataclass fields: hold the encoders directly.
+        self.text_encoder = self.encoders.text
+        self.image_encoder = self.encoders.image
+        self.query_encoder = self.encoders.query
+        self.item_tower = build_item_tower(text_dim, image_dim, config)
+        self.query_tower = build_query_tower(query_dim, config)
+        self.ranking_head = RankingHead(config.ranking_hidden_units, name="ranking_head")
+        self.retrieval_task = GlobalBatchRetrieval(
+            remove_accidental_hits=config.remove_accidental_hits,
+            logq_correction=config.logq_correction, name="retrieval")
+        self.ranking_task = listwise_ranking_task()
+        self.log_temperature = self.add_weight(
+            name="log_temperature", shape=(),
+            initializer=tf.keras.initializers.Constant(math.log(config.temperature)),
+            trainable=config.learn_temperature)
+        self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in (
+            "retrieval_loss", "alignment_loss", "ranking_loss", "temperature",
+            "text_weight", "image_weight")}
+
+    # ------------------------------------------------------------------ towers on a batch
+
+    @property
+    def temperature(self) -> tf.Tensor:
+        return tf.exp(self.log_temperature)
+
+    def query_features(self, features, training=False):
+        if "query_features" in features:
+            return features["query_features"]
+        return self.query_encoder(features["query"], training=training)
+
+    def item_features(self, features, training=False):
+        title = features["title_features"] if "title_features" in features else \
+            self.text_encoder(features["title"], training=training)
+        image = features["image_features"] if "image_features" in features else \
+            self.image_encoder(features["image"], training=training)
+        return title, image
+
+    def embed_queries(self, features, training=False) -> tf.Tensor:
+        return self.query_tower({"query_features": self.query_features(features, training)},
+                                training=training)["embedding"]
+
+    def embed_items(self, features, training=False) -> dict:
+        title, image = self.item_features(features, training)
+        return self.item_tower({"title_features": title, "image_features": image,
+                                "has_title": features["has_title"], "has_image": features["has_image"]},
+                               training=training)
+
+    def rank(self, query_embedding, items: dict) -> tf.Tensor:
+        """Ranking-head scores; query [..., D] broadcasts against item outputs [..., D]."""
+        return self.ranking_head(query_embedding, items["embedding"], items["text"], items["image"],
+                                 items["mask"])
+
+    # ------------------------------------------------------------------ training objective
+
+    def compute_loss(self, features, training=False) -> tf.Tensor:
+        weights = self.config.loss_weights
+        queries = self.embed_queries(features, training)
+        items = self.embed_items(features, training)
+        temperature = self.temperature
+
+        retrieval = self.retrieval_task(
+            queries, items["embedding"], features["product_id"], temperature,
+            sampling_probability=features.get("sampling_probability"),
+            query_attributes=features.get("query_attributes"),
+            candidate_attributes=features.get("item_attributes"))
+
+        alignment = alignment_loss(items["text"], items["image"], items["mask"], temperature)
+
+        ranking = tf.constant(0.0)
+        if weights.ranking > 0 and "query_attributes" in features:
+            scores = tf.matmul(queries, items["embedding"], transpose_b=True)
+            columns = select_candidates(scores, self.config.ranking_candidates)
+            grades = tf.gather(attribute_grades(features["query_attributes"],
+                                                features["item_attributes"]), columns, batch_dims=1)
+            candidates = {key: tf.gather(value, columns) for key, value in items.items()
+                          if key in ("embedding", "text", "image", "mask")}
+            rank_scores = self.rank(queries[:, None, :], candidates)
+            ranking = self.ranking_task(labels=gains_as_targets(grades), predictions=rank_scores)
+            ranking = ranking / tf.cast(tf.shape(queries)[0] * _replicas(), ranking.dtype)
+
+        mean_weights = tf.reduce_mean(items["modality_weights"], axis=0)
+        for name, value in (("retrieval_loss", retrieval), ("alignment_loss", alignment),
+                            ("ranking_loss", ranking), ("temperature", temperature),
+                            ("text_weight", mean_weights[0]), ("image_weight", mean_weights[1])):
+            self.trackers[name].update_state(value)
+        return (weights.retrieval * retrieval + weights.alignment * alignment / _replicas()
+                + weights.ranking * ranking)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+
+def _replicas() -> int:
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync

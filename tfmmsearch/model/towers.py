@@ -1,0 +1,58 @@
+"""Feature-level towers: per-modality projections + fusion (item), projection (query).
+
+They start from encoder outputs (BERT sentence vectors, image feature vectors), so the same
+towers train on features cached from frozen encoders or on encoders running every step.
+Both are Keras functional models with named inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfmmsearch.config import ModelConfig
+from tfmmsearch.model.fusion import ModalityDropout, make_fusion
+
+MODALITIES = ("text", "image")
+
+
+def _projection(dim: int, name: str) -> tf.keras.Sequential:
+    return tf.keras.Sequential(
+        [tf.keras.layers.Dense(dim * 2, activation="gelu", name="hidden"),
+         tf.keras.layers.Dense(dim, name="out"),
+         tf.keras.layers.Lambda(lambda x: tf.math.l2_normalize(x, axis=-1), name="normalize")],
+        name=name)
+
+
+def build_item_tower(text_dim: int, image_dim: int, config: ModelConfig) -> tf.keras.Model:
+    """(title_features, image_features, has_title, has_image) -> embedding + modality weights."""
+    title_features = tf.keras.Input((text_dim,), name="title_features")
+    image_features = tf.keras.Input((image_dim,), name="image_features")
+    has_title = tf.keras.Input((), dtype=tf.bool, name="has_title")
+    has_image = tf.keras.Input((), dtype=tf.bool, name="has_image")
+
+    mask = tf.keras.layers.Lambda(lambda t: tf.stack(t, axis=-1), name="modality_mask")(
+        [has_title, has_image])
+    mask = ModalityDropout(config.modality_dropout, seed=None, name="modality_dropout")(mask)
+    image_in = tf.keras.layers.Dropout(config.image_input_dropout, name="image_input_dropout")(
+        image_features)
+    text = _projection(config.embedding_dim, "text_projection")(title_features)
+    image = _projection(config.embedding_dim, "image_projection")(image_in)
+    embedding, weights = make_fusion(config.fusion, config.embedding_dim)(([text, image], mask))
+    outputs = {
+        "embedding": tf.keras.layers.Activation("linear", name="embedding")(embedding),
+        "modality_weights": tf.keras.layers.Activation("linear", name="modality_weights")(weights),
+        "text": tf.keras.layers.Activation("linear", name="text")(text),
+        "image": tf.keras.layers.Activation("linear", name="image")(image),
+        "mask": tf.keras.layers.Activation("linear", name="mask")(tf.cast(mask, tf.float32)),
+    }
+    inputs = {"title_features": title_features, "image_features": image_features,
+              "has_title": has_title, "has_image": has_image}
+    return tf.keras.Model(inputs, outputs, name="item_tower")
+
+
+def build_query_tower(query_dim: int, config: ModelConfig) -> tf.keras.Model:
+    """query_features -> L2-normalised query embedding in the item space."""
+    query_features = tf.keras.Input((query_dim,), name="query_features")
+    embedding = _projection(config.embedding_dim, "query_projection")(query_features)
+    return tf.keras.Model({"query_features": query_features}, {"embedding": embedding},
+                          name="query_tower")
