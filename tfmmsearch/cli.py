@@ -44,6 +44,17 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from tfmmsearch.training.train import train
+
+    result = train(_config(args), args.out)
+    print(f"\ntrained in {result.seconds:.0f} s; run directory: {result.run_dir}")
+    for name, value in result.validation.items():
+        print(f"  {name}: {value:.4f}")
+    print(f"TensorBoard: tensorboard --logdir {result.run_dir / 'logs'} --host 127.0.0.1")
+    return 0
+
+
 def _cmd_data_prepare(args) -> int:
     from tfmmsearch.data.prepare import prepare_data
 
@@ -112,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                                            "generates attribute queries and builds the TFDS shards.")
     _add_config_args(demo, DEFAULT_CONFIG)
     demo.set_defaults(handler=_cmd_demo)
+
+    train = commands.add_parser(
+        "train", help="train the multimodal model (rerun the same command to resume)",
+        description="Trains retrieval + alignment + ranking into RUN_DIR: checkpoints, TensorBoard "
+                    "logs, metrics.json. After a crash, rerunning the same command resumes from "
+                    "RUN_DIR/backup.")
+    _add_config_args(train, DEFAULT_CONFIG)
+    train.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
+    train.set_defaults(handler=_cmd_train)
 
     data = commands.add_parser("data", help="catalog tools: validate, synthesize, prepare")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")

@@ -69,7 +69,6 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
     work_dir = Path(data.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     catalog = read_catalog(resolve_catalog_dir(config), on_bad_row=data.on_bad_row, progress=progress)
-    logger.info("%s: %s", catalog.source, catalog.report.summary())
 
     fractions = (data.splits.train, data.splits.validation, data.splits.test)
     splits = split_products([p.product_id for p in catalog.products], fractions, seed=data.splits.seed)

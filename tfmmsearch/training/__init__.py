@@ -1,0 +1,1 @@
+"""Training: distribution strategy, example assembly, feature caching, callbacks, the train entrypoint."""

@@ -1,0 +1,108 @@
+"""Training callbacks: validation ranking metrics, learning rate, resume notice, embedding projector.
+
+Callbacks that add values to `logs` run before TensorBoard in the callback list, so
+everything they add (val_ndcg@10, learning_rate) lands in the event files too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+
+class ValidationRanking(tf.keras.callbacks.Callback):
+    """NDCG@10 / Recall@100 / MRR of retrieval over the validation split, once per epoch.
+
+    `score_fn(model) -> [Q, P]` scores validation queries against validation products; the
+    grades are fixed. Early stopping watches `val_ndcg@10`.
+    """
+
+    def __init__(self, score_fn: Callable[[tf.keras.Model], np.ndarray], grades: np.ndarray):
+        super().__init__()
+        self.score_fn = score_fn
+        self.grades = grades
+        self.history: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tfmmsearch.evaluation.metrics import retrieval_metrics
+
+        metrics = retrieval_metrics(self.score_fn(self.model), self.grades)
+        values = {f"val_{name}": float(value) for name, value in metrics.items()}
+        self.history.append(values)
+        if logs is not None:
+            logs.update(values)
+        logger.info("epoch %d validation: %s", epoch + 1,
+                    ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate into the epoch logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        rate = optimizer.learning_rate
+        if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule):
+            rate = rate(optimizer.iterations)
+        if logs is not None:
+            logs["learning_rate"] = float(tf.keras.backend.get_value(rate))
+
+
+class ResumeNotice(tf.keras.callbacks.Callback):
+    """Says so when training starts past epoch 1 (restored by BackupAndRestore)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            if epoch > 0:
+                logger.info("resumed from the backup: continuing at epoch %d", epoch + 1)
+
+
+def write_embedding_projector(log_dir: Path, embeddings: np.ndarray, titles: list[str],
+                              images: np.ndarray | None = None, name: str = "item_embeddings") -> Path:
+    """Writes item embeddings, titles and an image sprite for TensorBoard's projector."""
+    from tensorboard.plugins import projector
+
+    log_dir = Path(log_dir)
+    projector_dir = log_dir / "projector"
+    projector_dir.mkdir(parents=True, exist_ok=True)
+    with open(projector_dir / "metadata.tsv", "w", encoding="utf-8") as handle:
+        for title in titles:
+            handle.write((title.replace("\t", " ").replace("\n", " ") or "(no title)") + "\n")
+    variable = tf.Variable(embeddings, name=name)
+    checkpoint = tf.train.Checkpoint(embedding=variable)
+    checkpoint.save(str(projector_dir / "embedding.ckpt"))
+    config = projector.ProjectorConfig()
+    embedding = config.embeddings.add()
+    embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    embedding.metadata_path = "metadata.tsv"
+    if images is not None and len(images):
+        sprite_path, size = _write_sprite(projector_dir, images)
+        embedding.sprite.image_path = sprite_path.name
+        embedding.sprite.single_image_dim.extend([size, size])
+    projector.visualize_embeddings(str(projector_dir), config)
+    return projector_dir
+
+
+def _write_sprite(directory: Path, images: np.ndarray, thumb: int = 32) -> tuple[Path, int]:
+    """Tiles images (float [N, S, S, 3] in [0, 1]) into one square PNG sprite."""
+    count = len(images)
+    side = int(np.ceil(np.sqrt(count)))
+    thumbs = tf.image.resize(tf.constant(images, tf.float32), [thumb, thumb]).numpy()
+    sprite = np.ones((side * thumb, side * thumb, 3), np.float32)
+    for i, image in enumerate(thumbs):
+        row, col = divmod(i, side)
+        sprite[row * thumb:(row + 1) * thumb, col * thumb:(col + 1) * thumb] = image
+    path = directory / "sprite.png"
+    png = tf.io.encode_png(tf.cast(np.clip(sprite, 0, 1) * 255, tf.uint8))
+    path.write_bytes(png.numpy())
+    return path, thumb

@@ -1,0 +1,57 @@
+"""tf.data input for training: (query, item) pairs gathered from index arrays in graph.
+
+Every element carries exactly the keys `MultimodalSearchModel.compute_loss` reads. Inputs
+come from cached encoder features where the towers are frozen, or raw (query string, title
+string, decoded image) where they train.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfmmsearch.data.pipeline import read_image
+from tfmmsearch.training.examples import TrainingExamples
+from tfmmsearch.training.feature_cache import ItemTable
+
+
+def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size: int, seed: int,
+                     image_size: int, cached: dict[str, np.ndarray] | None = None,
+                     shuffle: bool = True) -> tf.data.Dataset:
+    """Batches of pair features. `cached` may hold query_features / title_features / image_features."""
+    cached = cached or {}
+    table = {
+        "product_id": tf.constant(items.product_ids),
+        "has_title": tf.constant(items.has_title),
+        "has_image": tf.constant(items.has_image),
+        "item_attributes": tf.constant(examples.item_attributes),
+    }
+    query_table = {"query_attributes": tf.constant(examples.query_attributes)}
+    if "query_features" in cached:
+        query_table["query_features"] = tf.constant(cached["query_features"])
+    else:
+        query_table["query"] = tf.constant(examples.query_texts)
+    if "title_features" in cached:
+        table["title_features"] = tf.constant(cached["title_features"])
+    else:
+        table["title"] = tf.constant(items.titles)
+    if "image_features" in cached:
+        table["image_features"] = tf.constant(cached["image_features"])
+    else:
+        table["image_path"] = tf.constant(items.image_paths)
+
+    def to_features(query_index, product_index, probability):
+        features = {key: tf.gather(value, product_index) for key, value in table.items()}
+        features.update({key: tf.gather(value, query_index) for key, value in query_table.items()})
+        if "image_path" in features:
+            features["image"] = read_image(features.pop("image_path"), image_size)
+        features["sampling_probability"] = probability
+        return features
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (examples.query_index, examples.product_index, examples.sampling_probability))
+    if shuffle:
+        dataset = dataset.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
