@@ -51,6 +51,7 @@ class QueriesConfig:
     phrasings_per_attribute_set: int = 4
     max_extra_attributes: int = 3
     heldout_phrasing_fraction: float = 0.2
+    max_positives_per_query: int = 32  # training pairs sampled per query (broad queries have 1000s)
 
 
 @dataclass
@@ -144,7 +145,7 @@ class ModelConfig:
     learn_temperature: bool = True
     logq_correction: bool = True
     remove_accidental_hits: bool = True
-    ranking_candidates: int = 8
+    ranking_candidates: int = 64  # per query: its positive + uniformly drawn in-batch items
     ranking_hidden_units: list[int] = field(default_factory=lambda: [64, 32])
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
 

@@ -6,13 +6,24 @@ import tensorflow as tf
 from tfmmsearch.model.ranking import RankingHead, gains_as_targets, select_candidates
 
 
-def test_select_candidates_puts_the_positive_first_then_the_hardest_others():
-    scores = tf.constant([[0.1, 0.9, 0.5, 0.3],
-                          [0.8, 0.0, 0.7, 0.9],
-                          [0.2, 0.1, 0.0, 0.6]])
-    columns = select_candidates(scores, 3).numpy()
-    np.testing.assert_array_equal(columns, [[0, 1, 2], [1, 3, 0], [2, 3, 0]])
-    assert select_candidates(scores, 10).shape == (3, 4)  # capped at the number of items
+def test_select_candidates_puts_the_positive_first_then_distinct_others():
+    columns = select_candidates(tf.constant(5), tf.constant(5), 3, seed=0).numpy()
+    assert columns.shape == (5, 3)
+    np.testing.assert_array_equal(columns[:, 0], np.arange(5))
+    for row, cols in enumerate(columns):
+        assert len(set(cols)) == 3 and row not in cols[1:]
+    # num_candidates >= batch: every item is a candidate exactly once.
+    full = select_candidates(tf.constant(4), tf.constant(4), 64).numpy()
+    assert full.shape == (4, 4)
+    assert all(sorted(cols) == [0, 1, 2, 3] for cols in full)
+
+
+def test_negatives_are_drawn_uniformly_not_by_score():
+    counts = np.zeros(6)
+    for seed in range(300):
+        counts += np.bincount(select_candidates(tf.constant(1), tf.constant(6), 2, seed=seed).numpy()[0, 1:],
+                              minlength=6)
+    assert counts[0] == 0 and counts[1:].min() > 30  # every other item gets drawn
 
 
 def test_gains_as_targets():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_hub as hub
+import tensorflow_text  # noqa: F401  (registers the TF Text ops the preprocessors use)
 
 from tfmmsearch.config import ImageTowerConfig, TextTowerConfig
 from tfmmsearch.hub.registry import resolve_handle

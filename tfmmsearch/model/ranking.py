@@ -35,8 +35,8 @@ class RankingHead(tf.keras.layers.Layer):
         image = image * mask[..., 1:2]
         similarities = tf.stack([tf.reduce_sum(query * fused, -1), tf.reduce_sum(query * text, -1),
                                  tf.reduce_sum(query * image, -1)], axis=-1)
-        features = tf.concat([query * fused, query * text, query * image, fused, similarities, mask],
-                             axis=-1)
+        # Interaction features only: an item-only feature would let the head learn popularity.
+        features = tf.concat([query * fused, query * text, query * image, similarities, mask], axis=-1)
         hidden = self.cross(features)
         for layer in self.mlp:
             hidden = layer(hidden)
@@ -46,18 +46,22 @@ class RankingHead(tf.keras.layers.Layer):
         return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
-def select_candidates(scores: tf.Tensor, num_candidates: int) -> tf.Tensor:
-    """For query i: its own positive (column i) plus the highest-scoring other in-batch items.
+def select_candidates(num_queries: tf.Tensor, num_items: tf.Tensor, num_candidates: int,
+                      seed: int | None = None) -> tf.Tensor:
+    """For query i: its own positive (column i) plus other in-batch items drawn uniformly.
 
-    Returns int32 [Q, K] column indices into the candidate axis; K = min(num_candidates, N).
+    Uniform, not hardest-first: negatives chosen by retrieval score while positives are not
+    teach the head that a high retrieval score means "negative" (a selection bias that
+    inverted re-ranking in an early version). With num_candidates >= batch every item is a
+    candidate. Returns int32 [Q, K] column indices, K = min(num_candidates, num_items).
     """
-    num_queries, num_items = tf.shape(scores)[0], tf.shape(scores)[1]
     k = tf.minimum(num_candidates, num_items)
+    noise = tf.random.uniform([num_queries, num_items], seed=seed)
     own = tf.cast(tf.eye(num_queries, num_items), tf.bool)
-    others = tf.where(own, tf.fill(tf.shape(scores), scores.dtype.min), tf.stop_gradient(scores))
-    _, hardest = tf.math.top_k(others, k=k - 1)
+    noise = tf.where(own, -1.0, noise)  # the positive is never drawn again as a negative
+    _, others = tf.math.top_k(noise, k=k - 1)
     positives = tf.range(num_queries)[:, None]
-    return tf.concat([positives, hardest], axis=1)
+    return tf.concat([positives, others], axis=1)
 
 
 def listwise_ranking_task() -> tfrs.tasks.Ranking:

@@ -67,6 +67,12 @@ class MultimodalSearchModel(tfrs.Model):
             "retrieval_loss", "alignment_loss", "ranking_loss", "temperature",
             "text_weight", "image_weight")}
 
+    def build_heads(self) -> None:
+        """Creates the ranking head's variables (it builds lazily) so checkpoints restore eagerly."""
+        dim = self.config.embedding_dim
+        zeros = tf.zeros([1, 1, dim])
+        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros, "mask": tf.ones([1, 1, 2])})
+
     # ------------------------------------------------------------------ towers on a batch
 
     @property
@@ -118,8 +124,8 @@ class MultimodalSearchModel(tfrs.Model):
 
         ranking = tf.constant(0.0)
         if weights.ranking > 0 and "query_attributes" in features:
-            scores = tf.matmul(queries, items["embedding"], transpose_b=True)
-            columns = select_candidates(scores, self.config.ranking_candidates)
+            batch = tf.shape(queries)[0]
+            columns = select_candidates(batch, batch, self.config.ranking_candidates)
             grades = tf.gather(attribute_grades(features["query_attributes"],
                                                 features["item_attributes"]), columns, batch_dims=1)
             candidates = {key: tf.gather(value, columns) for key, value in items.items()

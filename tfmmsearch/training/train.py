@@ -174,7 +174,21 @@ def _optimizer(config: Config, steps_per_epoch: int) -> tf.keras.optimizers.Opti
     return tf.keras.optimizers.Adam(schedule)
 
 
-def build_model(config: Config, towers: Towers, cached: dict) -> MultimodalSearchModel:
+def cached_inputs(config: Config, towers: Towers) -> set[str]:
+    """Which model inputs come from cached encoder outputs (frozen towers with caching on)."""
+    if not config.training.cache_frozen_features:
+        return set()
+    keys = set()
+    if towers.text_frozen:
+        keys.add("title_features")
+    if towers.image_frozen:
+        keys.add("image_features")
+    if towers.query_frozen:
+        keys.add("query_features")
+    return keys
+
+
+def build_model(config: Config, towers: Towers, cached) -> MultimodalSearchModel:
     """The search model; encoders are attached only for inputs that are not cached."""
     text_dim, image_dim, query_dim = _dims(towers.encoders, config.towers.image.image_size)
     encoders = Encoders(
@@ -212,6 +226,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     attribute_ids = AttributeIds.from_products(products, config.data.attributes)
     train_products = [products[i] for i in train_positions]
     examples = build_examples(prepared.queries["train"], train_products, config.data.attributes,
+                              max_per_query=config.data.queries.max_positives_per_query,
                               seed=config.training.seed, attribute_ids=attribute_ids)
     train_query_features = store.query_features(examples.query_texts, "train_queries")
     train_cached = {key: value[train_positions] for key, value in cached.items()}
@@ -303,3 +318,21 @@ def _write_projector(run_dir: Path, model, prepared: PreparedData, cached: dict,
 
 def load_run_config(run_dir: str | Path) -> Config:
     return load_config(Path(run_dir) / "config.yaml")
+
+
+def load_trained_model(run_dir: str | Path, config: Config | None = None
+                       ) -> tuple[Config, Towers, MultimodalSearchModel]:
+    """Rebuilds a run's towers and model from its config.yaml and restores the final weights."""
+    run_dir = Path(run_dir)
+    weights = run_dir / FINAL_WEIGHTS
+    if not Path(str(weights) + ".index").is_file():
+        raise FileNotFoundError(f"{run_dir} has no trained weights ({weights}.index); "
+                                f"train first: tfmmsearch train --out {run_dir}")
+    config = config or load_run_config(run_dir)
+    towers = build_towers(config)
+    model = build_model(config, towers, cached_inputs(config, towers))
+    model.build_heads()
+    status = model.load_weights(str(weights))
+    status.assert_existing_objects_matched()  # every variable of the model must come back
+    status.expect_partial()  # optimizer slots and metric states are not needed
+    return config, towers, model
