@@ -28,3 +28,69 @@ def reference_dir() -> Path:
     if not REFERENCE_DIR.is_dir():
         pytest.skip(f"reference outputs not found at {REFERENCE_DIR}")
     return REFERENCE_DIR
+
+
+# --------------------------------------------------------------------------- tiny training runs
+
+TINY_HUB_BUNDLES = ("tiny-bert", "tiny-image")
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_cache(tmp_path_factory) -> Path:
+    """A hub cache with the tiny BERT and tiny image modules, built once per test session."""
+    from tfmmsearch.hub.registry import build_bundle
+
+    cache_dir = tmp_path_factory.mktemp("hub_cache")
+    for name in TINY_HUB_BUNDLES:
+        build_bundle(name, cache_dir)
+    return cache_dir
+
+
+def tiny_config_overrides(hub_cache: Path, work_dir: Path) -> list[str]:
+    """`--set` overrides for a run that trains in seconds: ~150 synthetic items, 32 px, dim 16.
+
+    Returned as override strings so the same tiny run can be built in-process
+    (`make_tiny_config`) or passed to `tfmmsearch train --set ...` in a subprocess.
+    """
+    return [
+        "name=tiny",
+        f"data.work_dir={work_dir}",
+        "data.catalog_dir=",
+        "data.on_bad_row=skip",
+        "data.synthetic.num_items=150",
+        "data.synthetic.image_size=32",
+        "data.image_size=32",
+        "data.queries.phrasings_per_attribute_set=2",
+        "data.queries.max_extra_attributes=1",
+        "data.queries.max_positives_per_query=4",
+        f"towers.hub_cache_dir={hub_cache}",
+        "towers.text.seq_length=16",
+        "towers.text.trainable=frozen",
+        "towers.image.image_size=32",
+        "towers.image.trainable=false",
+        "model.embedding_dim=16",
+        "model.ranking_candidates=8",
+        "model.ranking_hidden_units=[16]",
+        "training.batch_size=16",
+        "training.epochs=2",
+        "training.learning_rate=0.003",
+        "training.cache_frozen_features=true",
+    ]
+
+
+def make_tiny_config(hub_cache: Path, work_dir: Path, overrides: list[str] | None = None):
+    """A tiny `Config` (see `tiny_config_overrides`), with extra dotted overrides applied last."""
+    from tfmmsearch.config import load_config
+
+    return load_config(None, tiny_config_overrides(hub_cache, work_dir) + list(overrides or []))
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_cache(tmp_path_factory) -> Path:
+    """The tiny TF-Hub fixtures (BERT + image), built once per test session."""
+    from tfmmsearch.hub.registry import build_bundle
+
+    cache_dir = tmp_path_factory.mktemp("hub_cache")
+    for bundle in ("tiny-bert", "tiny-image"):
+        build_bundle(bundle, cache_dir)
+    return cache_dir

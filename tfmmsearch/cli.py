@@ -55,6 +55,39 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from tfmmsearch.evaluation.evaluate import evaluate
+
+    evaluate(args.run, split=args.split, max_queries=args.max_queries,
+             title_to_image_queries=args.max_queries)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from tfmmsearch.exporting.export import export
+
+    version_dir = export(args.run, catalog_dir=args.catalog, base_dir=args.base, top_k=args.top_k)
+    print(f"exported {version_dir}")
+    print(f"inspect it: saved_model_cli show --dir {version_dir} --all")
+    return 0
+
+
+def _cmd_index(args) -> int:
+    from tfmmsearch.exporting.export import reindex
+
+    version_dir = reindex(args.model, args.catalog, on_bad_row=args.on_bad_row)
+    print(f"re-indexed into {version_dir}")
+    return 0
+
+
+def _cmd_query(args) -> int:
+    from tfmmsearch.serving.query import run_query
+
+    run_query(args.target, args.queries, model_name=args.model_name, transport=args.transport,
+              k=args.k, catalog_dir=args.catalog, signature=args.signature)
+    return 0
+
+
 def _cmd_data_prepare(args) -> int:
     from tfmmsearch.data.prepare import prepare_data
 
@@ -132,6 +165,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train, DEFAULT_CONFIG)
     train.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
     train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="protocol tasks (full, image_only, title_to_image) with BM25 and ablation rows")
+    evaluate.add_argument("--run", type=Path, required=True, metavar="RUN_DIR", help="a trained run")
+    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.add_argument("--max-queries", type=int, default=500,
+                          help="sample this many queries (and title_to_image queries); default 500")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    export = commands.add_parser(
+        "export", help="write a new TF Serving version export/<name>/<version>/ with an in-graph index")
+    export.add_argument("--run", type=Path, required=True, metavar="RUN_DIR", help="a trained run")
+    export.add_argument("--catalog", type=Path, default=None,
+                        help="catalog to index (default: the run's catalog)")
+    export.add_argument("--base", type=Path, default=None,
+                        help="model base path (default: export.base_dir/export.model_name of the run)")
+    export.add_argument("--top-k", type=int, default=None, help="results per query (default: config)")
+    export.set_defaults(handler=_cmd_export)
+
+    index = commands.add_parser(
+        "index", help="embed a catalog with the latest export and write the next version (no retraining)")
+    index.add_argument("--model", type=Path, required=True, help="model base path, e.g. export/demo")
+    index.add_argument("--catalog", type=Path, required=True, help="catalog directory to index")
+    index.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
+    index.set_defaults(handler=_cmd_index)
+
+    query = commands.add_parser(
+        "query", help="search an export directory or a running TF Serving (REST/gRPC)")
+    query.add_argument("target", help="export base path or version dir, http://host:8501, or host:8500")
+    query.add_argument("queries", nargs="+", help="query strings")
+    query.add_argument("--model-name", default=None, help="served model name (default: the directory name)")
+    query.add_argument("--transport", choices=("auto", "rest", "grpc"), default="auto")
+    query.add_argument("--signature", default="serving_default", choices=("serving_default", "retrieve"))
+    query.add_argument("-k", type=int, default=5, help="results to print per query")
+    query.add_argument("--catalog", type=Path, default=None, help="catalog to print titles from")
+    query.set_defaults(handler=_cmd_query)
 
     data = commands.add_parser("data", help="catalog tools: validate, synthesize, prepare")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")

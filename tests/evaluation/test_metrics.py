@@ -12,6 +12,7 @@ from tfmmsearch.evaluation.metrics import (
     identity_metrics,
     identity_metrics_from_top_k,
     indices_from_ids,
+    metrics_from_topk,
     retrieval_metrics,
     top_k_indices,
 )
@@ -224,3 +225,30 @@ def test_vectorised_metrics_equal_a_plain_loop_over_queries():
         assert result["ndcg@10"][q] == pytest.approx(dcg / ideal if ideal else 0.0)
         assert result["recall@100"][q] == pytest.approx(recall)
         assert result["mrr"][q] == pytest.approx(mrr)
+
+
+def test_metrics_from_topk_is_retrieval_metrics_on_the_same_ranking():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, size=(25, 260)).astype(np.float32)  # ties across the top-100 cut
+    grades = rng.choice([0, 1, 2], p=[0.7, 0.15, 0.15], size=(25, 260)).astype(np.int8)
+    expected = retrieval_metrics(scores, grades)
+    assert set(expected) == {"ndcg@10", "recall@100", "mrr"}
+    assert all(isinstance(value, float) for value in expected.values())
+    assert metrics_from_topk(top_k_indices(scores, 100), grades) == pytest.approx(expected)
+    # A different ranking gives different numbers (the comparison above is not vacuous).
+    assert metrics_from_topk(top_k_indices(-scores, 100), grades) != pytest.approx(expected)
+
+
+def test_hand_example_means_through_the_public_api():
+    # Means of the per-query values worked out above: query 0 NDCG@10 uses ranks [0, 2, 1, 0, 2],
+    # query 1 ranks [0, 0, 2, 0, 1]; both find every grade-2 product; MRR (1/2 + 1/3) / 2.
+    ndcg0 = (3 / math.log2(3) + 1 / math.log2(4) + 3 / math.log2(6)) / (3 + 3 / math.log2(3) + 1 / math.log2(4))
+    ndcg1 = (3 / math.log2(4) + 1 / math.log2(6)) / (3 + 1 / math.log2(3))
+    expected = {"ndcg@10": (ndcg0 + ndcg1) / 2, "recall@100": 1.0, "mrr": (1 / 2 + 1 / 3) / 2}
+    assert retrieval_metrics(SCORES, GRADES) == pytest.approx(expected)
+    assert metrics_from_topk(top_k_indices(SCORES, 5), GRADES) == pytest.approx(expected)
+    # Deeper cut-offs than the default 100 retrieve deeper instead of silently truncating.
+    scores = -np.arange(150, dtype=np.float64)[None, :]
+    grades = np.zeros((1, 150), dtype=np.int8)
+    grades[0, 120] = 2
+    assert retrieval_metrics(scores, grades, k_recall=150)["recall@150"] == 1.0

@@ -124,7 +124,7 @@ def test_title_to_image_with_a_perfect_system():
     oracle = TitleLookupSystem({"red shirt": "a.jpg", "green hat": "d.jpg", "red cap": "e.jpg"})
     metrics = evaluate_title_to_image(oracle, T2I_TITLES, T2I_IMAGES)
     assert metrics == {"recall@1": 1.0, "recall@10": 1.0, "mrr": 1.0, "num_queries": 3,
-                       "num_skipped": 2}  # p1 has no title, p2 no photo
+                       "skipped": 2}  # p1 has no title, p2 no photo
     queries, titles, mode = oracle.calls[0]
     assert queries == ["red shirt", "green hat", "red cap"]
     assert titles == [""] * 5 and mode == "image_only"
@@ -174,7 +174,12 @@ def test_evaluate_all_runs_every_task_for_every_system():
     for row in rows:
         assert set(row.results) == {"full", "image_only", "title_to_image"}
     assert rows[1].results["full"]["ndcg@10"] == pytest.approx(1.0)
-    assert rows[1].results["title_to_image"]["num_skipped"] == 1  # p2 has no photo
+    assert rows[1]["title_to_image"]["skipped"] == 1  # p2 has no photo
+    # Rows are plain dicts, ready for JSON and the tables.
+    assert set(rows[0]) == {"system", "full", "image_only", "title_to_image"}
+    assert rows[0]["system"] == "photo colour" and rows[0] == rows[0].to_dict()
+    assert rows[0]["full"] == evaluate_attribute_task(PhotoColourSystem(), QUERIES, GRADES, TITLES,
+                                                      IMAGES, "full")
     assert isinstance(systems[0], SearchSystem)
     only_full = evaluate_all(systems, QUERIES, GRADES, TITLES, IMAGES, tasks=["full"])
     assert set(only_full[0].results) == {"full"}
@@ -188,7 +193,7 @@ def test_report_tables():
     rows = [EvaluationRow("bm25", {"full": {"ndcg@10": 0.5244, "recall@100": 0.6, "mrr": 0.58,
                                             "num_queries": 300, "num_dropped": 2},
                                    "title_to_image": {"recall@1": 0.1, "recall@10": 0.25, "mrr": 0.15,
-                                                      "num_queries": 1000, "num_skipped": 12}}),
+                                                      "num_queries": 1000, "skipped": 12}}),
             {"system": "random", "full": {"ndcg@10": 0.022, "recall@100": 0.031, "mrr": float("nan")}}]
     markdown = markdown_table(rows).splitlines()
     assert markdown[0].startswith("| system | full NDCG@10 | full R@100 | full MRR | image_only NDCG@10")
@@ -204,3 +209,19 @@ def test_report_tables():
     assert "full: 300 queries (2 dropped: no grade-2 product)" in text
     assert "title_to_image: 1000 queries (12 products skipped: no title or no image)" in text
     assert EvaluationRow("x", {"full": {"mrr": 1.0}}).to_dict() == {"system": "x", "full": {"mrr": 1.0}}
+
+
+def test_evaluate_all_caps_title_to_image_queries():
+    titles = [f"title {i}" for i in range(12)]
+    images = [f"{i}.jpg" for i in range(12)]
+    oracle = TitleLookupSystem(dict(zip(titles, images)))
+    grades = np.zeros((1, 12), dtype=np.int8)
+    grades[0, 3] = 2
+    rows = evaluate_all([oracle], ["anything"], grades, titles, images, 5)
+    t2i = rows[0]["title_to_image"]
+    assert t2i["num_queries"] == 5 and t2i["skipped"] == 0 and t2i["recall@1"] == 1.0
+    assert len(oracle.calls[-1][0]) == 5  # only the sampled titles were scored
+    same = evaluate_all([oracle], ["anything"], grades, titles, images, title_to_image_max_queries=5)
+    assert same[0]["title_to_image"] == t2i
+    with pytest.raises(ValueError, match="disagree"):
+        evaluate_all([oracle], ["anything"], grades, titles, images, 5, title_to_image_max_queries=6)

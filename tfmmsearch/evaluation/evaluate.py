@@ -50,7 +50,7 @@ def evaluate(run_dir: str | Path, split: str = "test", max_queries: int | None =
     logger.info("evaluating %d systems on %s: %d products, %d queries", len(systems), split,
                 len(products), len(queries))
     rows = evaluate_all(systems, [q.text for q in queries], grades, titles, image_paths,
-                        title_to_image_max_queries=title_to_image_queries, seed=seed)
+                        max_t2i_queries=title_to_image_queries, seed=seed)
     header = (f"Split `{split}` of `{config.name}`: {len(products)} products, {len(queries)} "
               f"held-out-phrasing queries.\n\n")
     (run_dir / f"evaluation-{split}.md").write_text(header + markdown_table(rows) + "\n")

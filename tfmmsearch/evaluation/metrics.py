@@ -201,8 +201,18 @@ def attribute_metrics(scores: np.ndarray, grades: np.ndarray, *, ndcg_k: int = N
 
 def retrieval_metrics(scores: np.ndarray, grades: np.ndarray, k_ndcg: int = NDCG_K,
                       k_recall: int = RECALL_K) -> dict[str, float]:
-    """Mean NDCG@10, Recall@100 and MRR: the protocol's numbers for one score matrix."""
-    return attribute_metrics(scores, grades, ndcg_k=k_ndcg, recall_k=k_recall).means
+    """Mean NDCG@10, Recall@100 and MRR: the protocol's numbers for one score matrix.
+
+    The retrieved list is the top 100, or deeper when a cut-off asks for more."""
+    return attribute_metrics(scores, grades, ndcg_k=k_ndcg, recall_k=k_recall,
+                             retrieved=max(RETRIEVED, k_ndcg, k_recall)).means
+
+
+def metrics_from_topk(topk: np.ndarray, grades: np.ndarray, k_ndcg: int = NDCG_K,
+                      k_recall: int = RECALL_K) -> dict[str, float]:
+    """`retrieval_metrics` for a model that answers with top-k product indices [Q, K] (-1 = empty)."""
+    return attribute_metrics_from_top_k(topk, grades, ndcg_k=k_ndcg, recall_k=k_recall,
+                                        retrieved=max(RETRIEVED, k_ndcg, k_recall)).means
 
 
 def _reciprocal_rank(relevant: np.ndarray) -> np.ndarray:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -43,8 +42,9 @@ class SearchSystem(Protocol):
 
     `score` ranks every given item for every query: [len(query_texts), len(titles)], higher is
     better. `item_mode` says how items are indexed ("full" or "image_only"); in image_only the
-    titles it receives are already empty strings. `image_paths[i]` is None for an item without
-    a photo. A system that embeds items may cache them by (titles, image_paths) across calls.
+    titles it receives are already empty strings. `image_paths[i]` is "" (or None) for an item
+    without a photo. A system that embeds items may cache them by (titles, image_paths) across
+    calls.
     """
 
     name: str
@@ -160,7 +160,7 @@ def evaluate_title_to_image(system: SearchSystem, titles: Sequence[str],
     """Recall@1, Recall@10 and MRR of finding each product by its title among image-only items.
 
     Candidates are all products (titles blanked); products without a title or an image are
-    not used as queries and are counted in `num_skipped`.
+    not used as queries and are counted in `skipped`; `num_queries` is how many were used.
     """
     targets, skipped = title_to_image_queries(titles, image_paths, max_queries, seed)
     if skipped:
@@ -170,26 +170,48 @@ def evaluate_title_to_image(system: SearchSystem, titles: Sequence[str],
     scores = _score(system, query_texts, items_for_mode(titles, IMAGE_ONLY), list(image_paths),
                     IMAGE_ONLY)
     result = identity_metrics(scores, targets)
-    return {**result.means, "num_queries": len(targets), "num_skipped": skipped}
+    return {**result.means, "num_queries": len(targets), "skipped": skipped}
 
 
-@dataclass
-class EvaluationRow:
-    """One system's results: task name -> metrics dict (only the tasks that were run)."""
+class EvaluationRow(dict):
+    """One system's results as a plain dict row: {"system": name, "<task>": {metric: value}}.
 
-    system: str
-    results: dict[str, dict[str, float]] = field(default_factory=dict)
+    A dict, so rows go to JSON and to the report tables as they are; `system` and `results`
+    (task -> metrics, only the tasks that were run) name its parts.
+    """
+
+    def __init__(self, system: str, results: Mapping[str, Mapping[str, float]] | None = None):
+        super().__init__(system=system)
+        for task, values in (results or {}).items():
+            self[task] = dict(values)
+
+    @property
+    def system(self) -> str:
+        return self["system"]
+
+    @property
+    def results(self) -> dict[str, dict[str, float]]:
+        return {task: values for task, values in self.items() if task != "system"}
 
     def to_dict(self) -> dict:
-        """JSON-ready form: {"system": name, "<task>": {metric: value}}."""
+        """A plain-dict copy (JSON-ready)."""
         return {"system": self.system, **{task: dict(values) for task, values in self.results.items()}}
 
 
 def evaluate_all(systems: Sequence[SearchSystem], query_texts: Sequence[str], grades: Grades,
-                 titles: Sequence[str], image_paths: Sequence[str | None], *,
-                 tasks: Sequence[str] = TASKS, title_to_image_max_queries: int | None = None,
-                 seed: int = 0) -> list[EvaluationRow]:
-    """Runs the protocol tasks (full, image_only, title_to_image by default) for each system."""
+                 titles: Sequence[str], image_paths: Sequence[str | None],
+                 max_t2i_queries: int | None = None, *, tasks: Sequence[str] = TASKS,
+                 seed: int = 0, title_to_image_max_queries: int | None = None) -> list[EvaluationRow]:
+    """Runs the protocol tasks (full, image_only, title_to_image by default) for each system.
+
+    Returns one dict row per system: {"system": name, "full": {...}, "image_only": {...},
+    "title_to_image": {...}}. `max_t2i_queries` caps the title_to_image queries (a seeded
+    sample); `title_to_image_max_queries` is the same setting under its older name.
+    """
+    if title_to_image_max_queries is not None:
+        if max_t2i_queries is not None and max_t2i_queries != title_to_image_max_queries:
+            raise ValueError("max_t2i_queries and title_to_image_max_queries disagree; pass one")
+        max_t2i_queries = title_to_image_max_queries
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
@@ -205,12 +227,11 @@ def evaluate_all(systems: Sequence[SearchSystem], query_texts: Sequence[str], gr
         row = EvaluationRow(system.name)
         for task in tasks:
             if task == TITLE_TO_IMAGE:
-                row.results[task] = evaluate_title_to_image(
-                    system, titles, image_paths, max_queries=title_to_image_max_queries, seed=seed)
+                row[task] = evaluate_title_to_image(system, titles, image_paths,
+                                                    max_queries=max_t2i_queries, seed=seed)
             else:
-                row.results[task] = _attribute_task(system, query_texts, matrix, titles,
-                                                    image_paths, task)
-            logger.info("%s / %s: %s", system.name, task, _summary(row.results[task]))
+                row[task] = _attribute_task(system, query_texts, matrix, titles, image_paths, task)
+            logger.info("%s / %s: %s", system.name, task, _summary(row[task]))
         rows.append(row)
     return rows
 

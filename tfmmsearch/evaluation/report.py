@@ -1,7 +1,8 @@
 """Evaluation results as tables: markdown for RESULTS.md and READMEs, aligned plain text for the CLI.
 
-Rows are `EvaluationRow`s or their `to_dict()` form (what a benchmark writes to JSON), so a
-table can be rebuilt from saved results. A task that was not run shows as "-".
+Rows are dicts {"system": name, "<task>": {metric: value}}: what `evaluate_all` returns and
+what a benchmark writes to JSON, so a table can be rebuilt from saved results. A task that was
+not run shows as "-".
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from tfmmsearch.evaluation.protocol import FULL, IMAGE_ONLY, TITLE_TO_IMAGE, EvaluationRow
+from tfmmsearch.evaluation.protocol import FULL, IMAGE_ONLY, TITLE_TO_IMAGE
 
 # (task, metric key, column header)
 COLUMNS = (
@@ -24,15 +25,13 @@ COLUMNS = (
     (TITLE_TO_IMAGE, "mrr", "t2i MRR"),
 )
 
-RowLike = EvaluationRow | Mapping
+RowLike = Mapping  # an EvaluationRow is one
 
 
 def _name_and_results(row: RowLike) -> tuple[str, Mapping]:
-    if isinstance(row, EvaluationRow):
-        return row.system, row.results
     if isinstance(row, Mapping) and "system" in row:
         return str(row["system"]), {task: values for task, values in row.items() if task != "system"}
-    raise TypeError(f"a result row must be an EvaluationRow or a mapping with 'system', got {row!r}")
+    raise TypeError(f"a result row must be a mapping with a 'system' key, got {row!r}")
 
 
 def _cell(results: Mapping, task: str, metric: str, digits: int) -> str:
@@ -73,7 +72,7 @@ def counts_lines(rows: Sequence[RowLike]) -> list[str]:
     if TITLE_TO_IMAGE in results:
         values = results[TITLE_TO_IMAGE]
         lines.append(f"{TITLE_TO_IMAGE}: {values.get('num_queries', '?')} queries "
-                     f"({values.get('num_skipped', 0)} products skipped: no title or no image)")
+                     f"({values.get('skipped', 0)} products skipped: no title or no image)")
     return lines
 
 

@@ -1,0 +1,1 @@
+"""Export for TensorFlow Serving: the servable module, versioned writes, re-indexing."""
