@@ -67,7 +67,11 @@ def build_text_encoder(config: TextTowerConfig, cache_dir=None, name: str = "tex
             [outputs["sequence_output"], packed["input_mask"]])
     else:
         vector = outputs["pooled_output"]
-    return tf.keras.Model(text, vector, name=name)
+    model = tf.keras.Model(text, vector, name=name)
+    # The tokenizer's vocabulary table belongs to the loaded preprocessor: keep it tracked so a
+    # SavedModel that calls this encoder carries the table with it.
+    model.preprocessor_module = loaded
+    return model
 
 
 def build_image_encoder(config: ImageTowerConfig, cache_dir=None, name: str = "image_encoder"

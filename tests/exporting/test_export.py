@@ -1,0 +1,156 @@
+"""Export to TF Serving layout: versions, signatures, fresh-process parity, atomicity, re-indexing."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmmsearch.exporting import export as export_lib
+from tfmmsearch.exporting.search_module import UNKNOWN_SCORE
+
+SIGNATURES = ("serving_default", "search", "retrieve", "rank", "embed_query", "embed_item")
+QUERIES = ["black caps", "red dress for women", ""]
+
+
+def test_version_layout_and_saved_model_cli_lists_every_signature(exported):
+    assert exported.name == "1" and exported.parent.name == "tiny"
+    assert (exported / "saved_model.pb").is_file()
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([str(cli), "show", "--dir", str(exported), "--all"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for name in SIGNATURES:
+        assert f"signature_def['{name}']" in shown.stdout
+
+
+FRESH_PROCESS = textwrap.dedent("""
+    import sys, json
+    import numpy as np, tensorflow as tf, tensorflow_text  # nothing from tfmmsearch
+    model = tf.saved_model.load(sys.argv[1])
+    queries = tf.constant(json.loads(sys.argv[2]))
+    image = open(sys.argv[3], "rb").read()
+    out = {}
+    for name in ("serving_default", "retrieve", "embed_query"):
+        for key, value in model.signatures[name](query=queries).items():
+            out[f"{name}/{key}"] = value.numpy()
+    ranked = model.signatures["rank"](query=queries[:1], product_ids=tf.constant([["100001", "nope"]]))
+    out.update({f"rank/{k}": v.numpy() for k, v in ranked.items()})
+    items = model.signatures["embed_item"](title=tf.constant(["Red Dress", ""]), image=tf.constant([b"", image]))
+    out.update({f"embed_item/{k}": v.numpy() for k, v in items.items()})
+    np.savez(sys.argv[4], **{k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()})
+""")
+
+
+def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_model(
+        exported, tiny_run, tmp_path):
+    from tfmmsearch.data.pipeline import decode_image
+    from tfmmsearch.training.train import load_trained_model
+
+    config, towers, model = load_trained_model(tiny_run)
+    catalog_images = sorted((Path(config.data.work_dir) / "synthetic_catalog" / "images").glob("*.jpg"))
+    script = tmp_path / "serve.py"
+    script.write_text(FRESH_PROCESS)
+    result = subprocess.run([sys.executable, str(script), str(exported), json.dumps(QUERIES),
+                             str(catalog_images[0]), str(tmp_path / "out.npz")],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = dict(np.load(tmp_path / "out.npz"))
+
+    # embed_query equals the trained query tower.
+    expected_query = model.query_tower({"query_features": towers.encoders.query(tf.constant(QUERIES))})
+    np.testing.assert_allclose(served["embed_query/embedding"], expected_query["embedding"].numpy(),
+                               atol=1e-5)
+    # embed_item equals the trained item tower on decoded inputs (no image / no title handled).
+    image = decode_image(tf.constant(catalog_images[0].read_bytes()), 64)
+    expected_items = model.item_tower({
+        "title_features": towers.encoders.text(tf.constant(["Red Dress", ""])),
+        "image_features": towers.encoders.image(tf.stack([tf.zeros_like(image), image])),
+        "has_title": tf.constant([True, False]), "has_image": tf.constant([False, True])})
+    np.testing.assert_allclose(served["embed_item/embedding"], expected_items["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(served["embed_item/modality_weights"], [[1, 0], [0, 1]], atol=1e-6)
+
+    # retrieve = exact top-K over the index, checked against numpy brute force.
+    loaded = tf.saved_model.load(str(exported))
+    index_embeddings = loaded.index.embeddings.numpy()
+    index_ids = loaded.index.product_ids.numpy().astype(str)
+    brute = served["embed_query/embedding"] @ index_embeddings.T
+    top = np.argsort(-brute, axis=1, kind="stable")[:, :10]
+    np.testing.assert_allclose(served["retrieve/scores"], np.take_along_axis(brute, top, 1), atol=1e-5)
+    assert served["retrieve/product_ids"].shape == (3, 10)
+    # search returns K ranked results with per-modality weights, scores descending.
+    assert served["serving_default/product_ids"].shape == (3, 10)
+    assert served["serving_default/modality_weights"].shape == (3, 10, 2)
+    assert np.all(np.diff(served["serving_default/scores"], axis=1) <= 1e-6)
+    assert set(served["serving_default/product_ids"].ravel()) <= set(index_ids)
+    # rank: a known id gets a real score, an unknown one the documented sentinel.
+    np.testing.assert_array_equal(served["rank/known"], [[True, False]])
+    assert served["rank/scores"][0, 1] == pytest.approx(UNKNOWN_SCORE)
+    assert served["rank/scores"][0, 0] > UNKNOWN_SCORE
+
+
+def test_bad_inputs_give_errors_not_crashes(exported):
+    loaded = tf.saved_model.load(str(exported))
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        loaded.signatures["embed_query"](query=tf.constant([1, 2]))  # wrong dtype
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        loaded.signatures["rank"](query=tf.constant(["x"]), product_ids=tf.constant(["a"]))  # wrong rank
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["embed_item"](title=tf.constant(["x"]), image=tf.constant([b"not a jpeg"]))
+    # The same loaded model keeps answering afterwards.
+    out = loaded.signatures["serving_default"](query=tf.constant([""]))
+    assert out["product_ids"].shape == (1, 10)
+
+
+def test_a_failed_export_leaves_earlier_versions_and_no_partial_one(tiny_run, exported, monkeypatch):
+    def broken_save(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_lib.tf.saved_model, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_lib.export(tiny_run)
+    entries = sorted(p.name for p in exported.parent.iterdir())
+    assert entries == ["1"]
+
+
+def test_reindexing_makes_new_products_searchable_in_a_new_version(exported, tiny_run, tmp_path):
+    from tfmmsearch.data.catalog import read_catalog, write_catalog
+
+    source = exported.parent.parent.parent / "data" / "synthetic_catalog"
+    catalog = read_catalog(source)
+    new_dir = tmp_path / "catalog"
+    shutil.copytree(source / "images", new_dir / "images")
+    rows = [{"product_id": p.product_id, "title": p.title,
+             "image": str(p.image_path.relative_to(source)) if p.image_path else ""}
+            for p in catalog.products]
+    rows.append({"product_id": "NEW-1", "title": "Zentra Women Purple Dress",
+                 "image": rows[0]["image"] or rows[1]["image"]})
+    write_catalog(new_dir, rows)
+    version = export_lib.reindex(exported.parent, new_dir)
+    assert version.name == str(int(exported.name) + 1)
+    loaded = tf.saved_model.load(str(version))
+    assert loaded.index.product_ids.numpy().shape == (len(rows),)
+    ranked = loaded.signatures["rank"](query=tf.constant(["purple dress"]),
+                                       product_ids=tf.constant([["NEW-1"]]))
+    assert bool(ranked["known"].numpy()[0, 0])
+    # The previous version is untouched and does not know the new product.
+    old = tf.saved_model.load(str(exported))
+    assert not bool(old.signatures["rank"](query=tf.constant(["x"]),
+                                           product_ids=tf.constant([["NEW-1"]]))["known"].numpy()[0, 0])
+
+
+def test_warmup_file_parses_as_prediction_logs_and_replays(exported):
+    from tfmmsearch.serving.warmup import read_warmup_file, replay_warmup, warmup_path
+
+    assert warmup_path(exported).is_file()
+    logs = read_warmup_file(warmup_path(exported))
+    signatures = {log.predict_log.request.model_spec.signature_name for log in logs}
+    assert signatures == {"serving_default", "retrieve", "rank", "embed_query", "embed_item"}
+    results = replay_warmup(exported)
+    assert len(results) == len(logs)
