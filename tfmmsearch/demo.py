@@ -1,13 +1,15 @@
-"""`make demo`: the main job on the embedded synthetic catalog, end to end as far as it exists.
+"""`make demo`: the main job end to end on the embedded synthetic catalog.
 
-Stages run today: synthetic catalog -> validation -> product splits -> graded attribute
-queries -> TFDS shards -> a batch through the tf.data pipeline. Training, evaluation and
-export join this list as they land (see the open issues).
+synthetic catalog -> validation -> splits + graded queries -> TFDS shards -> tiny TF-Hub towers
+-> multi-task training (checkpoints, TensorBoard) -> protocol evaluation with BM25 and ablations
+-> versioned SavedModel export -> three searches through its `serving_default` signature.
+Each run starts a fresh run directory; the data and hub caches are reused.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -15,38 +17,69 @@ from tfmmsearch.config import Config
 
 logger = logging.getLogger(__name__)
 
+EXAMPLE_QUERIES = ["black caps", "red dress for women", "mens navy blue sneakers"]
 
-def run_demo(config: Config) -> dict:
-    """Runs every stage that exists and prints a short report; returns the numbers it printed."""
+
+def _banner(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def run_demo(config: Config, run_dir: str | Path | None = None) -> dict:
+    """Runs every stage and prints what it did and where the outputs went."""
     from tfmmsearch.data.prepare import prepare_data
-    from tfmmsearch.data.queries import grade_matrix
+    from tfmmsearch.data.tfds_catalog import load_catalog_split, prepare_catalog_dataset
+    from tfmmsearch.evaluation.evaluate import evaluate
+    from tfmmsearch.exporting.export import export
+    from tfmmsearch.hub.registry import ensure_built
+    from tfmmsearch.serving.query import format_results
+    from tfmmsearch.serving.client import LocalSavedModelClient
+    from tfmmsearch.training.train import train
 
     start = time.time()
+    run_dir = Path(run_dir or Path(config.data.work_dir).parent / "run")
+    report: dict = {}
+
+    _banner("1/6 data: synthetic catalog, validation, splits, attribute queries")
     prepared = prepare_data(config)
-    report = {"products": len(prepared.catalog), "skipped": prepared.catalog.report.num_skipped}
-    print(f"\ncatalog: {prepared.catalog.source} -- {prepared.catalog.report.summary()}")
+    print(f"catalog {prepared.catalog.source}: {prepared.catalog.report.summary()}")
     for split, ids in prepared.splits.items():
-        queries = prepared.queries[split]
-        grades = grade_matrix(queries, prepared.split_catalog(split).products, config.data.attributes)
-        relevant = (grades == 2).sum(axis=1)
-        report[f"{split}_queries"] = len(queries)
-        print(f"  {split:10s} {len(ids):5d} products  {len(queries):5d} queries  "
-              f"grade-2 products per query: median {int(sorted(relevant)[len(relevant) // 2]) if len(relevant) else 0}")
-    print("\nexample held-out queries (validation split):")
-    for query in prepared.queries["validation"][:5]:
-        print(f"  {query.text!r:45s} {query.attributes}")
-
-    from tfmmsearch.data.pipeline import catalog_dataset
-    from tfmmsearch.data.tfds_catalog import load_catalog_split, prepare_catalog_dataset
-
+        print(f"  {split:10s} {len(ids):5d} products {len(prepared.queries[split]):6d} queries")
     tfds_dir = Path(config.data.work_dir) / "tfds"
     prepare_catalog_dataset(prepared.catalog, prepared.splits, tfds_dir)
     counts = {split: sum(1 for _ in load_catalog_split(tfds_dir, split)) for split in prepared.splits}
-    print(f"\nTFDS shards in {tfds_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    batch = next(iter(catalog_dataset(prepared.split_catalog("train"), batch_size=8,
-                                      image_size=config.data.image_size)))
-    print("one training batch: " + ", ".join(f"{k} {tuple(v.shape)} {v.dtype.name}" for k, v in batch.items()))
+    print(f"TFDS shards in {tfds_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    _banner("2/6 towers: TF-Hub modules built offline")
+    cache_dir = config.towers.hub_cache_dir or None
+    ensure_built([config.towers.text.preprocessor, config.towers.text.encoder, config.towers.image.handle],
+                 cache_dir)
+
+    _banner(f"3/6 training into {run_dir}")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo always trains from scratch
+    result = train(config, run_dir)
+    report["validation"] = result.validation
+
+    _banner("4/6 evaluation on the test split (held-out phrasings)")
+    rows = evaluate(run_dir, split="test", max_queries=300, title_to_image_queries=300)
+    report["evaluation"] = [row.to_dict() for row in rows]
+
+    _banner("5/6 export for TensorFlow Serving")
+    version_dir = export(run_dir)
+    print(f"exported {version_dir} (serve with serving/docker-compose.yml; see serving/README.md)")
+
+    _banner("6/6 searches through the exported serving_default signature")
+    client = LocalSavedModelClient(version_dir)
+    outputs = client.search(EXAMPLE_QUERIES)
+    titles = {p.product_id: p.title for p in prepared.catalog.products}
+    print(format_results(EXAMPLE_QUERIES, outputs, k=5, titles=titles))
+
     report["seconds"] = round(time.time() - start, 1)
-    print(f"\ndemo finished in {report['seconds']} s; data outputs in {prepared.work_dir}")
-    print("training, evaluation and export are not part of the demo yet (model and export issues).")
+    report["export"] = str(version_dir)
+    print(f"\ndemo finished in {report['seconds']:.0f} s")
+    print(f"  run directory   {run_dir} (checkpoints, metrics.json, evaluation-test.md)")
+    print(f"  TensorBoard     tensorboard --logdir {run_dir / 'logs'} --host 127.0.0.1")
+    print(f"  export          {version_dir}")
+    print(f"  query it again  tfmmsearch query {version_dir.parent} \"blue shirt\" "
+          f"--catalog {prepared.catalog.root}")
     return report

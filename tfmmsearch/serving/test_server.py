@@ -26,6 +26,7 @@ import base64
 import json
 import math
 import re
+import signal
 import threading
 import urllib.parse
 from concurrent import futures
@@ -168,8 +169,8 @@ class ModelRegistry:
         for alias, proto in request.inputs.items():
             info = signature.inputs[alias]
             if proto.dtype != info.dtype:
-                raise _invalid(f"Expects arg[{alias}] to be {_dtype_name(info.dtype)} "
-                               f"but {_dtype_name(proto.dtype)} is provided")
+                raise _invalid(f"Expects arg[{alias}] to be {_readable(_dtype_name(info.dtype))} "
+                               f"but {_readable(_dtype_name(proto.dtype))} is provided")
             try:
                 array = tf.make_ndarray(proto)
             except Exception:  # noqa: BLE001 - any malformed proto is the client's fault
@@ -260,6 +261,11 @@ def _dtype_name(dtype_enum: int) -> str:
         return f"dtype {dtype_enum}"
 
 
+def _readable(dtype_name: str) -> str:
+    """DT_STRING -> "string", DT_FLOAT -> "float": TF's DataTypeString, as TF Serving's messages use."""
+    return dtype_name[3:].lower() if dtype_name.startswith("DT_") else dtype_name
+
+
 def _code_name(number: int) -> str:
     import grpc
 
@@ -318,7 +324,7 @@ def _json_leaf_value(value: Any, dtype: str) -> Any:
     """One JSON scalar as a value of `dtype`, with the checks json_tensor.cc's AddValueToTensor makes."""
     def type_error() -> ServingStatus:
         return _invalid(f"JSON Value: {_json_text(value)} Type: {_json_type(value)} "
-                        f"is not of expected type: {dtype}")
+                        f"is not of expected type: {_readable(dtype)}")
 
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if dtype == "DT_STRING":
@@ -348,7 +354,7 @@ def _json_leaf_value(value: Any, dtype: str) -> Any:
         if not isinstance(value, bool):
             raise type_error()
         return value
-    raise ServingStatus("UNIMPLEMENTED", f"Conversion of JSON Value: {_json_text(value)} to type: {dtype}")
+    raise ServingStatus("UNIMPLEMENTED", f"Conversion of JSON Value: {_json_text(value)} to type: {_readable(dtype)}")
 
 
 def _json_shape(value: Any) -> list[int]:
@@ -376,7 +382,8 @@ def _json_to_array(value: Any, dtype_enum: int) -> np.ndarray:
                 raise _invalid(f"JSON Value: {_json_text(node)} found at incorrect level: {level + 1} "
                                f"in the JSON DOM. Expected at level: {rank}")
             if isinstance(node, dict) and dtype != "DT_STRING":
-                raise _invalid(f"JSON Value: {_json_text(node)} Type: Object is not of expected type: {dtype}")
+                raise _invalid(f"JSON Value: {_json_text(node)} Type: Object "
+                               f"is not of expected type: {_readable(dtype)}")
             leaves.append(_json_leaf_value(node, dtype))
             return
         if level >= rank:
@@ -588,7 +595,9 @@ class RestApi:
         predict_match = _PREDICT_PATH.fullmatch(path) if method == "POST" else None
         status_match = _STATUS_PATH.fullmatch(path) if method == "GET" else None
         if predict_match is None and status_match is None:
-            if _PREDICT_PATH.fullmatch(path) or _STATUS_PATH.fullmatch(path):
+            # TF Serving hands every /v1/ path to its REST handler (400 when nothing matches there);
+            # other paths never reach it (404).
+            if path.lower().startswith("/v1/"):
                 raise _invalid(f"Malformed request: {method} {path}")
             raise ServingStatus("NOT_FOUND", f"No TF Serving REST endpoint at {path}")
         match = predict_match or status_match
@@ -781,8 +790,10 @@ def main(argv: list[str] | None = None) -> None:
     with server:
         print(f"TEST FIXTURE serving {args.model_name!r} versions {sorted(server.registry.versions)}: "
               f"gRPC {server.grpc_target}, REST {server.rest_url} (Ctrl-C stops)", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` shuts both servers down cleanly
         try:
-            threading.Event().wait()
+            stop.wait()
         except KeyboardInterrupt:
             pass
 

@@ -1,0 +1,54 @@
+"""`tfmmsearch query`: searches an export directory or a running TF Serving and prints results.
+
+The target decides the transport: an existing directory is loaded in-process, `http(s)://...`
+is REST, anything else (`host:port`) is gRPC. Titles are printed when a catalog is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tfmmsearch.serving.client import LocalSavedModelClient, SearchClient
+
+
+def make_client(target: str, model_name: str | None = None, transport: str = "auto"):
+    if Path(target).exists():
+        return LocalSavedModelClient(target)
+    if transport == "auto":
+        transport = "rest" if target.startswith(("http://", "https://")) else "grpc"
+    return SearchClient(target, model_name=model_name or "tfmmsearch", transport=transport)
+
+
+def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, str] | None = None) -> str:
+    """Readable results: rank, product id, score, modality weights (text/image), title."""
+    lines = []
+    for row, query in enumerate(queries):
+        lines.append(f"query: {query!r}")
+        ids = outputs["product_ids"][row][:k]
+        for rank, product_id in enumerate(ids):
+            product_id = product_id.decode() if isinstance(product_id, bytes) else str(product_id)
+            score = float(outputs["scores"][row][rank])
+            line = f"  {rank + 1:2d}. {product_id:>10s}  score {score:8.3f}"
+            if "modality_weights" in outputs:
+                text_w, image_w = np.asarray(outputs["modality_weights"][row][rank], float)
+                line += f"  weights text {text_w:.2f} image {image_w:.2f}"
+            if titles is not None:
+                line += f"  {titles.get(product_id, '(not in catalog)') or '(no title)'}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def run_query(target: str, queries: list[str], model_name: str | None = None, transport: str = "auto",
+              k: int = 5, catalog_dir: str | Path | None = None, signature: str = "serving_default") -> dict:
+    client = make_client(target, model_name, transport)
+    outputs = client.search(queries) if signature == "serving_default" else client.retrieve(queries)
+    titles = None
+    if catalog_dir is not None:
+        from tfmmsearch.data.catalog import read_catalog
+
+        catalog = read_catalog(catalog_dir, on_bad_row="skip", check_images=False)
+        titles = {p.product_id: p.title for p in catalog.products}
+    print(format_results(queries, outputs, k, titles))
+    return outputs
