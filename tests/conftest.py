@@ -32,18 +32,7 @@ def reference_dir() -> Path:
 
 # --------------------------------------------------------------------------- tiny training runs
 
-TINY_HUB_BUNDLES = ("tiny-bert", "tiny-image")
-
-
-@pytest.fixture(scope="session")
-def tiny_hub_cache(tmp_path_factory) -> Path:
-    """A hub cache with the tiny BERT and tiny image modules, built once per test session."""
-    from tfmmsearch.hub.registry import build_bundle
-
-    cache_dir = tmp_path_factory.mktemp("hub_cache")
-    for name in TINY_HUB_BUNDLES:
-        build_bundle(name, cache_dir)
-    return cache_dir
+# `tiny_hub_cache` (the tiny BERT + image modules, built once per session) is defined below.
 
 
 def tiny_config_overrides(hub_cache: Path, work_dir: Path) -> list[str]:

@@ -42,11 +42,16 @@ class ValidationRanking(tf.keras.callbacks.Callback):
 
 
 class LearningRateLogger(tf.keras.callbacks.Callback):
-    """Puts the optimizer's current learning rate into the epoch logs."""
+    """Puts the optimizer's current learning rate into the epoch logs.
+
+    With a schedule that is the schedule at the optimizer's step count, the value Keras's
+    TensorBoard callback writes, so metrics.json and TensorBoard agree. (`optimizer.learning_rate`
+    would give the rate of the previous step: tf_keras keeps the schedule in `_learning_rate`.)
+    """
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = self.model.optimizer
-        rate = optimizer.learning_rate
+        rate = getattr(optimizer, "_learning_rate", optimizer.learning_rate)
         if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule):
             rate = rate(optimizer.iterations)
         if logs is not None:

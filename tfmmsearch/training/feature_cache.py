@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ def load_or_compute(cache_dir: Path, name: str, key: str, compute) -> np.ndarray
     start = time.time()
     values = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # workers may write the same key
     np.savez(tmp, values=values)
     tmp.replace(path)
     logger.info("computed %s features %s in %.1f s -> %s", name, values.shape, time.time() - start, path)

@@ -45,3 +45,9 @@ def is_chief() -> bool:
     if "chief" in config.get("cluster", {}):
         return task.get("type") == "chief"
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def task_name() -> str:
+    """This process's cluster task as `type-index` (e.g. `worker-1`); `chief-0` without TF_CONFIG."""
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task") or {}
+    return f"{task.get('type', 'chief')}-{int(task.get('index', 0))}"

@@ -7,6 +7,11 @@ A run directory holds everything a run produced and everything needed to resume 
   logs/              TensorBoard event files (+ projector/ with item embeddings)
   model/             final weights, read by `load_trained_model` and the exporter
   metrics.json       per-epoch history and the final validation metrics
+  workers/<task>/model/  a non-chief worker's copy of the final weights (multi-worker runs)
+
+In multi-worker training every worker runs the same callbacks and saves, because saving reads
+synchronised variables with collective ops that all workers must join; Keras sends the
+non-chief workers' checkpoints and event files to temporary directories it removes itself.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from tfmmsearch.training.feature_cache import (
     encode_texts,
     load_or_compute,
 )
-from tfmmsearch.training.strategy import is_chief, make_strategy
+from tfmmsearch.training.strategy import is_chief, make_strategy, task_name
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +193,15 @@ def cached_inputs(config: Config, towers: Towers) -> set[str]:
     return keys
 
 
-def build_model(config: Config, towers: Towers, cached) -> MultimodalSearchModel:
-    """The search model; encoders are attached only for inputs that are not cached."""
-    text_dim, image_dim, query_dim = _dims(towers.encoders, config.towers.image.image_size)
+def build_model(config: Config, towers: Towers, cached,
+                dims: tuple[int, int, int] | None = None) -> MultimodalSearchModel:
+    """The search model; encoders are attached only for inputs that are not cached.
+
+    `dims` (text, image, query encoder widths) lets a caller under a distribution strategy
+    measure them outside its scope: an eager TF-Hub call in a multi-worker cross-replica
+    context fails.
+    """
+    text_dim, image_dim, query_dim = dims or _dims(towers.encoders, config.towers.image.image_size)
     encoders = Encoders(
         text=None if "title_features" in cached else towers.encoders.text,
         image=None if "image_features" in cached else towers.encoders.image,
@@ -242,8 +253,9 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
                 "cached inputs: %s", len(examples), len(examples.query_texts), len(train_products),
                 batch_size, steps_per_epoch, ", ".join(sorted(train_cached)) or "none")
 
+    dims = _dims(towers.encoders, config.towers.image.image_size)  # eager: outside the scope
     with strategy.scope():
-        model = build_model(config, towers, train_cached)
+        model = build_model(config, towers, train_cached, dims)
         model.compile(optimizer=_optimizer(config, steps_per_epoch),
                       jit_compile=config.training.xla or None)
 
@@ -265,21 +277,21 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor="val_ndcg@10", mode="max", patience=config.training.early_stopping_patience,
             restore_best_weights=True))
-    if chief:
-        callbacks += [
-            tf.keras.callbacks.ModelCheckpoint(
-                str(run_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
-            tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=1,
-                                           update_freq="epoch"),
-        ]
+    callbacks += [  # on every worker: Keras redirects non-chief writes to temporary directories
+        tf.keras.callbacks.ModelCheckpoint(
+            str(run_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
+        tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=1,
+                                       update_freq="epoch"),
+    ]
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
     history = model.fit(dataset, epochs=config.training.epochs, callbacks=callbacks,
                         verbose=verbose)
 
     final_validation = validation.history[-1] if validation.history else {}
+    # Every worker saves (collectives); only the chief's copy is the run's model.
+    model.save_weights(str(run_dir / (FINAL_WEIGHTS if chief else worker_weights_path())))
     if chief:
-        model.save_weights(str(run_dir / FINAL_WEIGHTS))
         _write_projector(run_dir, model, prepared, cached, items, config)
         summary = {"history": _jsonable(history.history), "validation": final_validation,
                    "train_pairs": len(examples), "steps_per_epoch": steps_per_epoch,
@@ -290,6 +302,11 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
                     run_dir / "checkpoints", run_dir / "logs", run_dir / "metrics.json")
         logger.info("watch it with: tensorboard --logdir %s --host 127.0.0.1", run_dir / "logs")
     return TrainResult(run_dir, _jsonable(history.history), final_validation, time.time() - start)
+
+
+def worker_weights_path() -> str:
+    """Where this non-chief worker keeps its copy of the final weights, relative to the run dir."""
+    return f"workers/{task_name()}/{FINAL_WEIGHTS}"
 
 
 def _jsonable(history: dict) -> dict:

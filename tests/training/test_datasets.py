@@ -1,0 +1,145 @@
+"""tf.data training input: element keys, shapes, dtypes and values, cached and raw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmmsearch.config import AttributeColumnsConfig
+from tfmmsearch.data.queries import Query
+from tfmmsearch.data.schema import Product
+from tfmmsearch.training.datasets import training_dataset
+from tfmmsearch.training.examples import build_examples
+from tfmmsearch.training.feature_cache import ItemTable
+
+SIZE = 16
+BATCH = 3
+COLOURS = {"Red": (255, 0, 0), "Green": (0, 255, 0), "Blue": (0, 0, 255)}
+COMMON_KEYS = {"product_id", "has_title", "has_image", "item_attributes", "query_attributes",
+               "sampling_probability"}
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    """Six tees: solid-colour JPEGs, one without an image, one without a title."""
+    image_dir = tmp_path_factory.mktemp("images")
+    products = []
+    for index, (colour, gender) in enumerate(
+            [(c, g) for g in ("Men", "Women") for c in COLOURS]):
+        path = None
+        if index != 4:
+            pixels = np.full((24, 24, 3), COLOURS[colour], np.uint8)
+            path = image_dir / f"{index}.jpg"
+            path.write_bytes(tf.io.encode_jpeg(pixels, quality=100).numpy())
+        title = "" if index == 5 else f"{gender} {colour} Tshirt"
+        products.append(Product(f"p{index}", title, path, {
+            "article_type": "Tshirts", "gender": gender, "base_colour": colour}))
+    queries = [Query("tees", {"article_type": "Tshirts"}),
+               Query("red tees", {"article_type": "Tshirts", "base_colour": "Red"}),
+               Query("tees for women", {"article_type": "Tshirts", "gender": "Women"})]
+    examples = build_examples(queries, products, AttributeColumnsConfig(), max_per_query=None)
+    assert len(examples) == 6 + 2 + 3
+    return products, examples, ItemTable.from_products(products)
+
+
+def elements(dataset) -> list[dict]:
+    """Unbatched elements as numpy values."""
+    return [{key: value.numpy() for key, value in element.items()}
+            for element in dataset.unbatch()]
+
+
+def check_common(element_spec, rows, examples, items):
+    for key, dtype, shape in (("product_id", tf.string, [BATCH]), ("has_title", tf.bool, [BATCH]),
+                              ("has_image", tf.bool, [BATCH]),
+                              ("item_attributes", tf.int32, [BATCH, 4]),
+                              ("query_attributes", tf.int32, [BATCH, 4]),
+                              ("sampling_probability", tf.float32, [BATCH])):
+        assert element_spec[key].dtype == dtype, key
+        assert element_spec[key].shape.as_list() == shape, key
+    assert len(rows) == len(examples) // BATCH * BATCH  # drop_remainder
+    by_id = {pid: i for i, pid in enumerate(items.product_ids)}
+    for row, example in zip(rows, range(len(examples))):  # shuffle=False keeps example order
+        product = by_id[row["product_id"].decode()]
+        query = int(examples.query_index[example])
+        assert product == examples.product_index[example]
+        assert row["has_title"] == items.has_title[product]
+        assert row["has_image"] == items.has_image[product]
+        np.testing.assert_array_equal(row["item_attributes"], examples.item_attributes[product])
+        np.testing.assert_array_equal(row["query_attributes"], examples.query_attributes[query])
+        assert row["sampling_probability"] == examples.sampling_probability[example]
+
+
+def test_raw_elements_carry_strings_and_decoded_images(catalog):
+    products, examples, items = catalog
+    dataset = training_dataset(examples, items, batch_size=BATCH, seed=0, image_size=SIZE,
+                               shuffle=False)
+    spec = dataset.element_spec
+    assert set(spec) == COMMON_KEYS | {"query", "title", "image"}
+    assert spec["query"].dtype == spec["title"].dtype == tf.string
+    assert spec["image"].dtype == tf.float32
+    assert spec["image"].shape.as_list() == [BATCH, SIZE, SIZE, 3]
+    rows = elements(dataset)
+    check_common(spec, rows, examples, items)
+    by_id = {pid: i for i, pid in enumerate(items.product_ids)}
+    for example, row in enumerate(rows):
+        product = by_id[row["product_id"].decode()]
+        assert row["query"].decode() == examples.query_texts[examples.query_index[example]]
+        assert row["title"].decode() == items.titles[product]
+        image = row["image"]
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        if not items.has_image[product]:
+            assert not image.any()  # no image: zeros, masked by has_image
+        else:
+            channel = list(COLOURS).index(products[product].attributes["base_colour"])
+            assert image[..., channel].mean() > 0.9
+            assert np.delete(image, channel, axis=-1).mean() < 0.1
+
+
+def test_cached_elements_carry_feature_rows_instead(catalog):
+    products, examples, items = catalog
+    cached = {
+        "query_features": np.arange(len(examples.query_texts), dtype=np.float32)[:, None]
+        * np.ones((1, 5), np.float32),
+        "title_features": np.arange(len(products), dtype=np.float32)[:, None] + np.zeros((1, 7), np.float32),
+        "image_features": -np.arange(len(products), dtype=np.float32)[:, None] + np.zeros((1, 3), np.float32),
+    }
+    dataset = training_dataset(examples, items, batch_size=BATCH, seed=0, image_size=SIZE,
+                               cached=cached, shuffle=False)
+    spec = dataset.element_spec
+    assert set(spec) == COMMON_KEYS | set(cached)
+    for key, width in (("query_features", 5), ("title_features", 7), ("image_features", 3)):
+        assert spec[key].dtype == tf.float32 and spec[key].shape.as_list() == [BATCH, width]
+    rows = elements(dataset)
+    check_common(spec, rows, examples, items)
+    for example, row in enumerate(rows):
+        product = int(examples.product_index[example])
+        np.testing.assert_array_equal(row["query_features"],
+                                      cached["query_features"][examples.query_index[example]])
+        np.testing.assert_array_equal(row["title_features"], cached["title_features"][product])
+        np.testing.assert_array_equal(row["image_features"], cached["image_features"][product])
+
+
+def test_partly_cached_mixes_features_and_raw_inputs(catalog):
+    _, examples, items = catalog
+    cached = {"image_features": np.zeros((len(items), 3), np.float32)}
+    dataset = training_dataset(examples, items, batch_size=BATCH, seed=0, image_size=SIZE,
+                               cached=cached)
+    assert set(dataset.element_spec) == COMMON_KEYS | {"query", "title", "image_features"}
+
+
+def test_shuffling_is_seeded_and_covers_every_pair_each_epoch(catalog):
+    _, examples, items = catalog
+    batch = 1  # no remainder dropped: every pair must appear once per epoch
+
+    def order(seed):
+        dataset = training_dataset(examples, items, batch_size=batch, seed=seed, image_size=SIZE,
+                                   cached={"image_features": np.zeros((len(items), 3), np.float32)})
+        return [(row["query"].decode(), row["product_id"].decode()) for row in elements(dataset)]
+
+    expected = sorted((examples.query_texts[q], items.product_ids[p])
+                      for q, p in zip(examples.query_index, examples.product_index))
+    first = order(seed=1)
+    assert sorted(first) == expected
+    assert order(seed=1) == first
+    assert order(seed=2) != first

@@ -1,0 +1,178 @@
+"""`train(config, run_dir)` end to end on the tiny config, and `load_trained_model`.
+
+Two variants: frozen towers whose outputs are cached (the default for real runs on a CPU)
+and fully trainable towers (raw strings and images through BERT and the image net every
+step). Each must leave a complete run directory, learn something, and reload bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.training.conftest import TinyRun, read_checkpoint
+from tfmmsearch.config import load_config
+from tfmmsearch.data.pipeline import read_image
+from tfmmsearch.data.prepare import prepare_data
+from tfmmsearch.data.queries import grade_matrix
+from tfmmsearch.evaluation.metrics import retrieval_metrics
+from tfmmsearch.training.train import (
+    FINAL_WEIGHTS,
+    build_model,
+    build_towers,
+    cached_inputs,
+    load_trained_model,
+    train,
+)
+
+PROJECTOR_TENSOR = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def validation_set(config):
+    """Validation products (catalog order, as the run's projector writes them) and queries."""
+    prepared = prepare_data(config, progress=False)
+    wanted = set(prepared.splits["validation"])
+    products = [p for p in prepared.catalog.products if p.product_id in wanted]
+    return products, prepared.queries["validation"]
+
+
+def item_embeddings(config, towers, model, products) -> np.ndarray:
+    """Item embeddings computed from raw titles and image files, whatever the model caches."""
+    cached = cached_inputs(config, towers)
+    size = config.towers.image.image_size
+    titles = tf.constant([p.title for p in products])
+    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), size) for p in products])
+    batch = {"has_title": tf.constant([p.has_title for p in products]),
+             "has_image": tf.constant([p.has_image for p in products])}
+    if "title_features" in cached:
+        batch["title_features"] = towers.encoders.text(titles)
+    else:
+        batch["title"] = titles
+    if "image_features" in cached:
+        batch["image_features"] = towers.encoders.image(images)
+    else:
+        batch["image"] = images
+    return model.embed_items(batch)["embedding"].numpy()
+
+
+def query_embeddings(config, towers, model, texts: list[str]) -> np.ndarray:
+    texts = tf.constant(texts)
+    if "query_features" in cached_inputs(config, towers):
+        return model.embed_queries({"query_features": towers.encoders.query(texts)}).numpy()
+    return model.embed_queries({"query": texts}).numpy()
+
+
+def validation_ndcg(config, towers, model) -> float:
+    products, queries = validation_set(config)
+    grades = grade_matrix(queries, products, config.data.attributes)
+    scores = (query_embeddings(config, towers, model, [q.text for q in queries])
+              @ item_embeddings(config, towers, model, products).T)
+    return retrieval_metrics(scores, grades)["ndcg@10"]
+
+
+def untrained_model(config):
+    """The run's model as `train` builds it, before any step (same seed, same initial weights)."""
+    tf.keras.utils.set_random_seed(config.training.seed)
+    towers = build_towers(config)
+    model = build_model(config, towers, cached_inputs(config, towers))
+    model.build_heads()
+    return towers, model
+
+
+def assert_complete_run_dir(run: TinyRun) -> dict:
+    run_dir, epochs = run.run_dir, run.config.training.epochs
+    assert load_config(run_dir / "config.yaml") == run.config
+    for epoch in range(1, epochs + 1):
+        assert (run_dir / "checkpoints" / f"epoch-{epoch:03d}.index").is_file()
+    assert (run_dir / (FINAL_WEIGHTS + ".index")).is_file()
+    assert list((run_dir / "backup").rglob("checkpoint")), "no BackupAndRestore state"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = metrics["history"]
+    for key in ("loss", "retrieval_loss", "alignment_loss", "ranking_loss", "val_ndcg@10",
+                "learning_rate", "text_weight", "image_weight"):
+        assert len(history[key]) == epochs, key
+        assert all(np.isfinite(history[key])), key
+    assert 0.0 <= metrics["validation"]["val_ndcg@10"] <= 1.0
+    assert metrics["validation"]["val_ndcg@10"] == pytest.approx(history["val_ndcg@10"][-1])
+    assert metrics["train_pairs"] >= metrics["steps_per_epoch"] * run.config.training.batch_size
+    assert metrics["history"] == run.result.history
+    assert metrics["validation"] == run.result.validation
+    return metrics
+
+
+def assert_reload_matches_training(run: TinyRun):
+    """The projector holds item embeddings written by the in-memory trained model."""
+    config, towers, model = load_trained_model(run.run_dir)
+    assert config == run.config
+    products, _ = validation_set(config)
+    projector = run.run_dir / "logs" / "projector"
+    trained = read_checkpoint(tf.train.latest_checkpoint(str(projector)))[PROJECTOR_TENSOR]
+    titles = (projector / "metadata.tsv").read_text(encoding="utf-8").splitlines()
+    assert titles == [p.title for p in products]
+    reloaded = item_embeddings(config, towers, model, products)
+    np.testing.assert_allclose(reloaded, trained, atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(reloaded, axis=1), 1.0, atol=1e-4)
+    return config, towers, model
+
+
+# --------------------------------------------------------------------------- frozen + cached
+
+
+def test_frozen_run_writes_a_complete_run_dir(frozen_run):
+    metrics = assert_complete_run_dir(frozen_run)
+    assert metrics["history"]["learning_rate"][0] > metrics["history"]["learning_rate"][-1]
+    cache_dir = Path(frozen_run.config.data.work_dir) / "feature_cache"
+    cached = {path.name.split("-")[0] for path in cache_dir.glob("*.npz")}
+    assert {"titles", "images", "train_queries", "validation_queries"} <= cached
+
+
+def test_frozen_run_learns(frozen_run):
+    history = frozen_run.result.history
+    assert history["retrieval_loss"][-1] < history["retrieval_loss"][0]
+    towers, model = untrained_model(frozen_run.config)
+    untrained = validation_ndcg(frozen_run.config, towers, model)
+    trained = frozen_run.result.validation["val_ndcg@10"]
+    assert trained > untrained + 0.01, (trained, untrained)
+
+
+def test_frozen_run_reloads_with_the_same_embeddings_and_metrics(frozen_run):
+    config, towers, model = assert_reload_matches_training(frozen_run)
+    # Scored from raw inputs, the reloaded model reproduces the run's validation NDCG.
+    assert validation_ndcg(config, towers, model) == pytest.approx(
+        frozen_run.result.validation["val_ndcg@10"], abs=1e-6)
+
+
+def test_load_trained_model_without_weights_says_how_to_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train first"):
+        load_trained_model(tmp_path)
+
+
+# --------------------------------------------------------------------------- trainable towers
+
+
+@pytest.mark.slow
+def test_trainable_towers_fine_tune_and_reload(tmp_path, tiny_config):
+    config = tiny_config("towers.text.trainable=full", "towers.image.trainable=true",
+                         "data.queries.max_positives_per_query=1")
+    run = TinyRun(config, tmp_path / "run", None)
+    run.result = train(config, run.run_dir, verbose=0)
+    assert_complete_run_dir(run)
+    history = run.result.history
+    assert history["retrieval_loss"][-1] < history["retrieval_loss"][0]
+
+    config, towers, model = assert_reload_matches_training(run)
+    assert cached_inputs(config, towers) == set()
+    # The restored BERT and image net are the fine-tuned ones, not the hub modules' weights.
+    fresh = build_towers(config).encoders
+    products, _ = validation_set(config)
+    titles = tf.constant([p.title for p in products])
+    assert np.abs(towers.encoders.text(titles) - fresh.text(titles)).max() > 1e-4
+    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), 32) for p in products])
+    assert np.abs(towers.encoders.image(images) - fresh.image(images)).max() > 1e-4
