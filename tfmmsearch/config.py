@@ -118,6 +118,7 @@ class QueryTowerConfig:
     share_text_encoder: bool = True
     encoder: str = ""
     preprocessor: str = ""
+    seq_length: int = 0  # 0: the text tower's; queries are short, and padding costs BERT time
 
 
 @dataclass
@@ -161,6 +162,7 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     steps_per_checkpoint: int = 0  # 0: checkpoint once per epoch only
     early_stopping_patience: int = 0  # 0: off
+    validation_queries: int = 1000  # validation queries sampled for per-epoch NDCG (0: all)
     cache_frozen_features: bool = True
     mixed_precision: bool = False
     xla: bool = False

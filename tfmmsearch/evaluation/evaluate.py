@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tfmmsearch.data.prepare import prepare_data
 from tfmmsearch.data.queries import grade_matrix
-from tfmmsearch.evaluation.model_system import TrainedModelSystem
+from tfmmsearch.evaluation.model_system import EncoderMemo, TrainedModelSystem
 from tfmmsearch.evaluation.protocol import BM25System, EvaluationRow, evaluate_all
 from tfmmsearch.evaluation.report import markdown_table, text_table
 
@@ -22,12 +22,15 @@ logger = logging.getLogger(__name__)
 
 
 def model_systems(model, encoders, image_size: int, prefix: str = "tfmmsearch") -> list[TrainedModelSystem]:
-    """The trained model and its ablations, sharing one memo of item embeddings per system."""
+    """The trained model and its ablations, sharing one memo of encoder outputs."""
+    memo = EncoderMemo(encoders, image_size)
     return [
-        TrainedModelSystem(f"{prefix} fused + ranking head", model, encoders, image_size),
-        TrainedModelSystem(f"{prefix} fused retrieval", model, encoders, image_size, rerank=0),
-        TrainedModelSystem(f"{prefix} text only", model, encoders, image_size, use_image=False, rerank=0),
-        TrainedModelSystem(f"{prefix} image only", model, encoders, image_size, use_text=False, rerank=0),
+        TrainedModelSystem(f"{prefix} fused + ranking head", model, encoders, image_size, memo=memo),
+        TrainedModelSystem(f"{prefix} fused retrieval", model, encoders, image_size, rerank=0, memo=memo),
+        TrainedModelSystem(f"{prefix} text only", model, encoders, image_size, use_image=False, rerank=0,
+                           memo=memo),
+        TrainedModelSystem(f"{prefix} image only", model, encoders, image_size, use_text=False, rerank=0,
+                           memo=memo),
     ]
 
 

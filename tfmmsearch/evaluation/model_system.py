@@ -18,48 +18,70 @@ from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
 _RERANK_OFFSET = 1e4
 
 
+class EncoderMemo:
+    """Encoder outputs memoised per title and per image path, shared by several systems.
+
+    The protocol indexes the same catalog with and without titles, for several ablations;
+    the deep encoders then run once per distinct title and image, not once per task.
+    """
+
+    def __init__(self, encoders: Encoders, image_size: int, batch_size: int = 64):
+        self.encoders, self.image_size, self.batch_size = encoders, image_size, batch_size
+        self._texts: dict[str, np.ndarray] = {}
+        self._images: dict[str, np.ndarray] = {}
+        self._encode_text = tf.function(lambda t: self.encoders.text(t, training=False))
+        self._encode_image = tf.function(lambda i: self.encoders.image(i, training=False))
+
+    def texts(self, titles: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in titles if t not in self._texts))
+        for start in range(0, len(missing), self.batch_size * 4):
+            chunk = missing[start:start + self.batch_size * 4]
+            for title, vector in zip(chunk, self._encode_text(tf.constant(chunk)).numpy()):
+                self._texts[title] = vector
+        return np.stack([self._texts[t] for t in titles])
+
+    def images(self, paths: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(p for p in paths if p not in self._images))
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start:start + self.batch_size]
+            pixels = tf.stack([read_image(tf.constant(path), self.image_size) for path in chunk])
+            for path, vector in zip(chunk, self._encode_image(pixels).numpy()):
+                self._images[path] = vector
+        return np.stack([self._images[p] for p in paths])
+
+
 class TrainedModelSystem:
     """Scores queries against items with a trained model (optionally one modality only)."""
 
     def __init__(self, name: str, model: MultimodalSearchModel, encoders: Encoders, image_size: int,
                  use_text: bool = True, use_image: bool = True, rerank: int = 100,
-                 batch_size: int = 256):
+                 batch_size: int = 256, memo: EncoderMemo | None = None):
         if not (use_text or use_image):
             raise ValueError("a TrainedModelSystem needs at least one modality")
         self.name = name
-        self.model, self.encoders, self.image_size = model, encoders, image_size
+        self.model, self.encoders = model, encoders
+        self.memo = memo or EncoderMemo(encoders, image_size)
         self.use_text, self.use_image = use_text, use_image
         self.rerank, self.batch_size = rerank, batch_size
-        self._items: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-        self._embed_items = tf.function(self._embed_items_graph)
         self._embed_queries = tf.function(
             lambda texts: self.model.query_tower(
                 {"query_features": self.encoders.query(texts)})["embedding"])
 
-    def _embed_items_graph(self, titles, images, has_title, has_image):
-        title_features = self.encoders.text(titles)
-        image_features = self.encoders.image(images)
-        return self.model.item_tower({"title_features": title_features,
-                                      "image_features": image_features,
-                                      "has_title": has_title, "has_image": has_image})
-
     def item_outputs(self, titles: list[str], image_paths: list[str]) -> dict[str, np.ndarray]:
-        """Item-tower outputs for each (title, image path), computing only unseen items."""
-        keys = list(zip(titles, image_paths))
-        missing = list(dict.fromkeys(k for k in keys if k not in self._items))
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start:start + self.batch_size]
-            chunk_titles = [title for title, _ in chunk]
-            chunk_paths = [path for _, path in chunk]
-            images = tf.stack([read_image(tf.constant(path), self.image_size) for path in chunk_paths])
-            has_title = tf.constant([bool(t.strip()) for t in chunk_titles])
-            has_image = tf.constant([bool(p) for p in chunk_paths])
-            outputs = self._embed_items(tf.constant(chunk_titles), images, has_title, has_image)
-            for row, key in enumerate(chunk):
-                self._items[key] = {name: value[row].numpy() for name, value in outputs.items()}
-        return {name: np.stack([self._items[k][name] for k in keys]) for name in
-                ("embedding", "text", "image", "mask", "modality_weights")}
-
+        """Item-tower outputs for each (title, image path)."""
+        titles, image_paths = list(titles), list(image_paths)
+        outputs: dict[str, list] = {}
+        for start in range(0, len(titles), self.batch_size):
+            chunk_titles = titles[start:start + self.batch_size]
+            chunk_paths = image_paths[start:start + self.batch_size]
+            result = self.model.item_tower({
+                "title_features": tf.constant(self.memo.texts(chunk_titles)),
+                "image_features": tf.constant(self.memo.images(chunk_paths)),
+                "has_title": tf.constant([bool(t.strip()) for t in chunk_titles]),
+                "has_image": tf.constant([bool(p) for p in chunk_paths])}, training=False)
+            for name, value in result.items():
+                outputs.setdefault(name, []).append(value.numpy())
+        return {name: np.concatenate(values) for name, values in outputs.items()}
     def _masked(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Re-fuses items with a modality switched off (ablations), using the fusion's own weights."""
         if self.use_text and self.use_image:

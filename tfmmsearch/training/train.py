@@ -16,8 +16,10 @@ non-chief workers' checkpoints and event files to temporary directories it remov
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfmmsearch.config import Config, load_config, save_config
+from tfmmsearch.config import Config, ConfigError, load_config, save_config
 from tfmmsearch.data.prepare import PreparedData, prepare_data
 from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.model.encoders import build_image_encoder, build_text_encoder
@@ -78,10 +80,15 @@ def build_towers(config: Config) -> Towers:
     towers = config.towers
     cache_dir = towers.hub_cache_dir or None
     text = build_text_encoder(towers.text, cache_dir)
-    if towers.query.share_text_encoder:
+    query_seq = towers.query.seq_length or towers.text.seq_length
+    if towers.query.share_text_encoder and query_seq == towers.text.seq_length:
         query = text
+    elif towers.query.share_text_encoder and towers.text.trainable != "frozen":
+        raise ConfigError("towers.query.seq_length must equal towers.text.seq_length (or be 0) "
+                          "when the query tower shares a trainable text encoder")
     else:
-        query = build_text_encoder(towers.text, cache_dir, name="query_encoder",
+        query_config = dataclasses.replace(towers.text, seq_length=query_seq)
+        query = build_text_encoder(query_config, cache_dir, name="query_encoder",
                                    preprocessor=towers.query.preprocessor or None,
                                    encoder=towers.query.encoder or None)
     image = build_image_encoder(towers.image, cache_dir)
@@ -128,30 +135,28 @@ class FeatureStore:
         cfg = self.config.towers
         key = cache_key(texts=texts, pre=cfg.text.preprocessor, enc=cfg.text.encoder,
                         seq=cfg.text.seq_length, pool=cfg.text.pooling,
-                        query=[cfg.query.encoder, cfg.query.preprocessor])
+                        query=[cfg.query.encoder, cfg.query.preprocessor, cfg.query.seq_length])
         return load_or_compute(self.cache_dir, name, key,
                                lambda: encode_texts(self.towers.encoders.query, texts, desc=name))
 
 
-def _validation_scorer(prepared: PreparedData, item_features: dict, items: ItemTable,
+def validation_queries(prepared: PreparedData, config: Config) -> list:
+    """The validation queries scored every epoch: a seeded sample when there are many."""
+    queries = prepared.queries["validation"]
+    limit = config.training.validation_queries
+    if limit and len(queries) > limit:
+        queries = random.Random(config.training.seed).sample(queries, limit)
+    return queries
+
+
+def _validation_scorer(prepared: PreparedData, queries: list, item_features: dict, items: ItemTable,
                        query_features: np.ndarray | None, config: Config):
     """Returns (score_fn, grades) for the validation split: retrieval scores of the model."""
     val_ids = set(prepared.splits["validation"])
     positions = np.array([i for i, pid in enumerate(items.product_ids) if pid in val_ids], np.int64)
-    queries = prepared.queries["validation"]
     products = [prepared.catalog.products[i] for i in positions]
     grades = grade_matrix(queries, products, config.data.attributes)
-    item_batch = {"has_title": items.has_title[positions], "has_image": items.has_image[positions]}
-    for key, values in item_features.items():
-        item_batch[key] = values[positions]
-    if "title_features" not in item_batch:
-        item_batch["title"] = np.array([items.titles[i] for i in positions])
-    if "image_features" not in item_batch:
-        from tfmmsearch.data.pipeline import read_image
-
-        item_batch["image"] = np.stack([read_image(tf.constant(items.image_paths[i]),
-                                                   config.towers.image.image_size).numpy()
-                                        for i in positions])
+    item_batch = _item_batch(items, positions, item_features, config.towers.image.image_size)
     query_batch = {"query_features": query_features} if query_features is not None else \
         {"query": np.array([q.text for q in queries])}
 
@@ -161,6 +166,27 @@ def _validation_scorer(prepared: PreparedData, item_features: dict, items: ItemT
         return query_embeddings @ item_embeddings.T
 
     return score, grades
+
+
+def _read_images(items: ItemTable, positions, image_size: int) -> np.ndarray:
+    from tfmmsearch.data.pipeline import read_image
+
+    return np.stack([read_image(tf.constant(items.image_paths[i]), image_size).numpy()
+                     for i in positions])
+
+
+def _item_batch(items: ItemTable, positions, cached: dict, image_size: int,
+                images: np.ndarray | None = None) -> dict:
+    """Item-tower inputs for the products at `positions`: cached features where there are any."""
+    batch = {"has_title": items.has_title[positions], "has_image": items.has_image[positions]}
+    for key, values in cached.items():
+        if key in ("title_features", "image_features"):
+            batch[key] = values[positions]
+    if "title_features" not in batch:
+        batch["title"] = np.array([items.titles[i] for i in positions])
+    if "image_features" not in batch:
+        batch["image"] = images if images is not None else _read_images(items, positions, image_size)
+    return batch
 
 
 def _batched(fn, features: dict, batch_size: int = 512) -> np.ndarray:
@@ -259,9 +285,10 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
         model.compile(optimizer=_optimizer(config, steps_per_epoch),
                       jit_compile=config.training.xla or None)
 
-    val_query_features = store.query_features([q.text for q in prepared.queries["validation"]],
-                                              "validation_queries")
-    score_fn, grades = _validation_scorer(prepared, cached, items, val_query_features, config)
+    val_queries = validation_queries(prepared, config)
+    val_query_features = store.query_features([q.text for q in val_queries], "validation_queries")
+    score_fn, grades = _validation_scorer(prepared, val_queries, cached, items, val_query_features,
+                                          config)
     validation = ValidationRanking(score_fn, grades)
     callbacks = [
         ResumeNotice(),
@@ -316,19 +343,10 @@ def _jsonable(history: dict) -> dict:
 def _write_projector(run_dir: Path, model, prepared: PreparedData, cached: dict, items: ItemTable,
                      config: Config, limit: int = 500) -> None:
     """Item embeddings of the validation products (with titles and an image sprite)."""
-    from tfmmsearch.data.pipeline import read_image
-
     val_ids = set(prepared.splits["validation"])
     positions = [i for i, pid in enumerate(items.product_ids) if pid in val_ids][:limit]
-    size = config.towers.image.image_size
-    images = np.stack([read_image(tf.constant(items.image_paths[i]), size).numpy() for i in positions])
-    batch = {"has_title": items.has_title[positions], "has_image": items.has_image[positions]}
-    for key, values in cached.items():
-        batch[key] = values[positions]
-    if "title_features" not in batch:
-        batch["title"] = np.array([items.titles[i] for i in positions])
-    if "image_features" not in batch:
-        batch["image"] = images
+    images = _read_images(items, positions, config.towers.image.image_size)
+    batch = _item_batch(items, positions, cached, config.towers.image.image_size, images)
     embeddings = _batched(lambda b: model.embed_items(b)["embedding"], batch)
     write_embedding_projector(run_dir / "logs", embeddings, [items.titles[i] for i in positions], images)
 
