@@ -154,3 +154,30 @@ def test_warmup_file_parses_as_prediction_logs_and_replays(exported):
     assert signatures == {"serving_default", "retrieve", "rank", "embed_query", "embed_item"}
     results = replay_warmup(exported)
     assert len(results) == len(logs)
+
+
+def test_clients_over_the_test_server_match_the_export_called_directly(exported, capsys):
+    """REST (row + columnar) and gRPC through the PredictionService TEST FIXTURE, on the real export."""
+    from tfmmsearch.serving.client import LocalSavedModelClient, SearchClient
+    from tfmmsearch.serving.query import run_query
+    from tfmmsearch.serving.test_server import InProcessModelServer
+
+    queries = ["black caps", "purple dress"]
+    local = LocalSavedModelClient(exported.parent)
+    expected = local.search(queries)
+    with InProcessModelServer(exported.parent, "tiny") as server:
+        clients = [SearchClient(server.rest_url, "tiny", transport="rest", request_format="row"),
+                   SearchClient(server.rest_url, "tiny", transport="rest", request_format="columnar"),
+                   SearchClient(server.grpc_target, "tiny", transport="grpc")]
+        for client in clients:
+            got = client.search(queries)
+            np.testing.assert_array_equal(got["product_ids"], expected["product_ids"])
+            np.testing.assert_allclose(got["scores"], expected["scores"], rtol=1e-5)
+            np.testing.assert_allclose(got["modality_weights"], expected["modality_weights"], rtol=1e-5)
+        image = next(Path(exported.parent.parent.parent / "data" / "synthetic_catalog" / "images").glob("*.jpg"))
+        item = clients[0].embed_item(["Red Dress"], [image.read_bytes()])
+        np.testing.assert_allclose(item["embedding"], local.embed_item(["Red Dress"], [image.read_bytes()])["embedding"],
+                                   rtol=1e-5, atol=1e-6)
+        run_query(server.rest_url, ["black caps"], model_name="tiny", k=3)
+    printed = capsys.readouterr().out
+    assert "query: 'black caps'" in printed and printed.count("score") == 3

@@ -27,6 +27,7 @@ from tfmmsearch.training.train import (
     cached_inputs,
     load_trained_model,
     train,
+    validation_queries,
 )
 
 PROJECTOR_TENSOR = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
@@ -35,12 +36,16 @@ PROJECTOR_TENSOR = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
 # --------------------------------------------------------------------------- helpers
 
 
-def validation_set(config):
-    """Validation products (catalog order, as the run's projector writes them) and queries."""
+def split_set(config, split: str = "validation"):
+    """A split's products (catalog order, as the run's projector writes them) and queries
+
+    (for validation, the ones `train` scores each epoch)."""
     prepared = prepare_data(config, progress=False)
-    wanted = set(prepared.splits["validation"])
+    wanted = set(prepared.splits[split])
     products = [p for p in prepared.catalog.products if p.product_id in wanted]
-    return products, prepared.queries["validation"]
+    queries = (validation_queries(prepared, config) if split == "validation"
+               else prepared.queries[split])
+    return products, queries
 
 
 def item_embeddings(config, towers, model, products) -> np.ndarray:
@@ -69,8 +74,9 @@ def query_embeddings(config, towers, model, texts: list[str]) -> np.ndarray:
     return model.embed_queries({"query": texts}).numpy()
 
 
-def validation_ndcg(config, towers, model) -> float:
-    products, queries = validation_set(config)
+def split_ndcg(config, towers, model, split: str = "validation") -> float:
+    """NDCG@10 of retrieval from raw queries over a split's products, as in PROTOCOL."""
+    products, queries = split_set(config, split)
     grades = grade_matrix(queries, products, config.data.attributes)
     scores = (query_embeddings(config, towers, model, [q.text for q in queries])
               @ item_embeddings(config, towers, model, products).T)
@@ -78,7 +84,7 @@ def validation_ndcg(config, towers, model) -> float:
 
 
 def untrained_model(config):
-    """The run's model as `train` builds it, before any step (same seed, same initial weights)."""
+    """A model of the run's architecture, seeded like the run, that has not trained."""
     tf.keras.utils.set_random_seed(config.training.seed)
     towers = build_towers(config)
     model = build_model(config, towers, cached_inputs(config, towers))
@@ -107,11 +113,11 @@ def assert_complete_run_dir(run: TinyRun) -> dict:
     return metrics
 
 
-def assert_reload_matches_training(run: TinyRun):
+def assert_reload_matches_training(run: TinyRun, reloaded=None):
     """The projector holds item embeddings written by the in-memory trained model."""
-    config, towers, model = load_trained_model(run.run_dir)
+    config, towers, model = reloaded or load_trained_model(run.run_dir)
     assert config == run.config
-    products, _ = validation_set(config)
+    products, _ = split_set(config)
     projector = run.run_dir / "logs" / "projector"
     trained = read_checkpoint(tf.train.latest_checkpoint(str(projector)))[PROJECTOR_TENSOR]
     titles = (projector / "metadata.tsv").read_text(encoding="utf-8").splitlines()
@@ -125,6 +131,12 @@ def assert_reload_matches_training(run: TinyRun):
 # --------------------------------------------------------------------------- frozen + cached
 
 
+@pytest.fixture(scope="module")
+def frozen_reloaded(frozen_run):
+    """(config, towers, model) of the frozen run, rebuilt from its run directory."""
+    return load_trained_model(frozen_run.run_dir)
+
+
 def test_frozen_run_writes_a_complete_run_dir(frozen_run):
     metrics = assert_complete_run_dir(frozen_run)
     assert metrics["history"]["learning_rate"][0] > metrics["history"]["learning_rate"][-1]
@@ -133,19 +145,23 @@ def test_frozen_run_writes_a_complete_run_dir(frozen_run):
     assert {"titles", "images", "train_queries", "validation_queries"} <= cached
 
 
-def test_frozen_run_learns(frozen_run):
+def test_frozen_run_learns(frozen_run, frozen_reloaded):
     history = frozen_run.result.history
     assert history["retrieval_loss"][-1] < history["retrieval_loss"][0]
-    towers, model = untrained_model(frozen_run.config)
-    untrained = validation_ndcg(frozen_run.config, towers, model)
-    trained = frozen_run.result.validation["val_ndcg@10"]
-    assert trained > untrained + 0.01, (trained, untrained)
+    # Ranking quality, not just the loss, over the training split: the tiny run's 15
+    # validation products are too few to tell two epochs from chance. Untrained models of
+    # other seeds score within 10% of each other here; two epochs add about 40%.
+    config = frozen_run.config
+    untrained = split_ndcg(config, *untrained_model(config), split="train")
+    _, towers, model = frozen_reloaded
+    trained = split_ndcg(config, towers, model, split="train")
+    assert trained > 1.1 * untrained, (trained, untrained)
 
 
-def test_frozen_run_reloads_with_the_same_embeddings_and_metrics(frozen_run):
-    config, towers, model = assert_reload_matches_training(frozen_run)
+def test_frozen_run_reloads_with_the_same_embeddings_and_metrics(frozen_run, frozen_reloaded):
+    config, towers, model = assert_reload_matches_training(frozen_run, frozen_reloaded)
     # Scored from raw inputs, the reloaded model reproduces the run's validation NDCG.
-    assert validation_ndcg(config, towers, model) == pytest.approx(
+    assert split_ndcg(config, towers, model) == pytest.approx(
         frozen_run.result.validation["val_ndcg@10"], abs=1e-6)
 
 
@@ -171,8 +187,9 @@ def test_trainable_towers_fine_tune_and_reload(tmp_path, tiny_config):
     assert cached_inputs(config, towers) == set()
     # The restored BERT and image net are the fine-tuned ones, not the hub modules' weights.
     fresh = build_towers(config).encoders
-    products, _ = validation_set(config)
+    products, _ = split_set(config)
     titles = tf.constant([p.title for p in products])
     assert np.abs(towers.encoders.text(titles) - fresh.text(titles)).max() > 1e-4
-    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), 32) for p in products])
+    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), config.towers.image.image_size)
+                       for p in products])
     assert np.abs(towers.encoders.image(images) - fresh.image(images)).max() > 1e-4

@@ -37,8 +37,9 @@ class TopLayersKerasLayer(hub.KerasLayer):
 
     @property
     def non_trainable_weights(self):
+        everything = super().trainable_weights + super().non_trainable_weights
         chosen = {id(v) for v in self.trainable_weights}
-        return [v for v in self.weights if id(v) not in chosen]
+        return [v for v in everything if id(v) not in chosen]
 
 
 def _encoder_layer(handle: str, config: TextTowerConfig, name: str) -> hub.KerasLayer:
