@@ -98,12 +98,12 @@ def test_raw_elements_carry_strings_and_decoded_images(catalog):
 
 def test_cached_elements_carry_feature_rows_instead(catalog):
     products, examples, items = catalog
-    cached = {
-        "query_features": np.arange(len(examples.query_texts), dtype=np.float32)[:, None]
-        * np.ones((1, 5), np.float32),
-        "title_features": np.arange(len(products), dtype=np.float32)[:, None] + np.zeros((1, 7), np.float32),
-        "image_features": -np.arange(len(products), dtype=np.float32)[:, None] + np.zeros((1, 3), np.float32),
-    }
+    def rows(count, width, sign=1.0):  # row i is filled with sign * i: its index shows
+        return sign * np.arange(count, dtype=np.float32)[:, None] * np.ones((1, width), np.float32)
+
+    cached = {"query_features": rows(len(examples.query_texts), 5),
+              "title_features": rows(len(products), 7),
+              "image_features": rows(len(products), 3, sign=-1.0)}
     dataset = training_dataset(examples, items, batch_size=BATCH, seed=0, image_size=SIZE,
                                cached=cached, shuffle=False)
     spec = dataset.element_spec

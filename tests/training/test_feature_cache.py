@@ -95,7 +95,8 @@ def test_encode_images_reads_files_and_blanks_missing_ones(tmp_path):
     paths = []
     for name, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
         path = tmp_path / f"{name}.jpg"
-        path.write_bytes(tf.io.encode_jpeg(np.full((20, 20, 3), colour, np.uint8), quality=100).numpy())
+        pixels = np.full((20, 20, 3), colour, np.uint8)
+        path.write_bytes(tf.io.encode_jpeg(pixels, quality=100).numpy())
         paths.append(str(path))
     paths.insert(1, "")  # an item without an image
     image = tf.keras.Input((8, 8, 3))

@@ -74,6 +74,7 @@ def test_killed_run_resumes_from_the_backup_and_completes(tmp_path, tiny_config)
     rerun = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(),
                            timeout=300)
     output = rerun.stdout + rerun.stderr
+    (tmp_path / "rerun.log").write_text(output)
     assert rerun.returncode == 0, output[-3000:]
     resumed = RESUMED.search(output)
     assert resumed, f"the rerun did not resume:\n{output[-3000:]}"

@@ -190,6 +190,6 @@ def test_trainable_towers_fine_tune_and_reload(tmp_path, tiny_config):
     products, _ = split_set(config)
     titles = tf.constant([p.title for p in products])
     assert np.abs(towers.encoders.text(titles) - fresh.text(titles)).max() > 1e-4
-    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), config.towers.image.image_size)
-                       for p in products])
+    size = config.towers.image.image_size
+    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), size) for p in products])
     assert np.abs(towers.encoders.image(images) - fresh.image(images)).max() > 1e-4

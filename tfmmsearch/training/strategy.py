@@ -48,6 +48,6 @@ def is_chief() -> bool:
 
 
 def task_name() -> str:
-    """This process's cluster task as `type-index` (e.g. `worker-1`); `chief-0` without TF_CONFIG."""
+    """This process's cluster task as `type-index`, e.g. `worker-1`; `chief-0` if no TF_CONFIG."""
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task") or {}
     return f"{task.get('type', 'chief')}-{int(task.get('index', 0))}"
