@@ -24,7 +24,8 @@ def gather_from_replicas(*tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
     replica_id = tf.cast(context.replica_id_in_sync_group, tf.int32)
     gathered = []
     for tensor in tensors:
-        everything = context.all_gather(tensor, axis=0)
+        # tf.identity gives raw input tensors a device, which multi-worker collectives need.
+        everything = context.all_gather(tf.identity(tensor), axis=0)
         gathered.append(tf.roll(everything, shift=-replica_id * local_rows, axis=0))
     return tuple(gathered)
 

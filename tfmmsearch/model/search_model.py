@@ -135,9 +135,13 @@ class MultimodalSearchModel(tfrs.Model):
             ranking = ranking / tf.cast(tf.shape(queries)[0] * _replicas(), ranking.dtype)
 
         mean_weights = tf.reduce_mean(items["modality_weights"], axis=0)
-        for name, value in (("retrieval_loss", retrieval), ("alignment_loss", alignment),
-                            ("ranking_loss", ranking), ("temperature", temperature),
-                            ("text_weight", mean_weights[0]), ("image_weight", mean_weights[1])):
+        # Metric results are summed over replicas: retrieval and ranking are already per-replica
+        # shares of a global mean; replica-wide values are scaled so their sum is their mean.
+        share = 1.0 / _replicas()
+        for name, value in (("retrieval_loss", retrieval), ("alignment_loss", alignment * share),
+                            ("ranking_loss", ranking), ("temperature", temperature * share),
+                            ("text_weight", mean_weights[0] * share),
+                            ("image_weight", mean_weights[1] * share)):
             self.trackers[name].update_state(value)
         return (weights.retrieval * retrieval + weights.alignment * alignment / _replicas()
                 + weights.ranking * ranking)
