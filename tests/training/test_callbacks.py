@@ -69,8 +69,6 @@ def test_run_logs_weight_histograms(frozen_run):
         assert all(np.isfinite(value).all() for value in values), tag
 
 
-@pytest.mark.xfail(strict=True, reason="the text, image and query projections name their Dense "
-                   "layers alike (model/towers.py), so their histograms share one tag")
 def test_each_weight_has_its_own_histogram_tag(frozen_run):
     histograms = event_tags(frozen_run.run_dir / "logs" / "train")["histograms"]
     for tag, values in histograms.items():

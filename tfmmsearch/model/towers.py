@@ -17,8 +17,9 @@ MODALITIES = ("text", "image")
 
 def _projection(dim: int, name: str) -> tf.keras.Sequential:
     return tf.keras.Sequential(
-        [tf.keras.layers.Dense(dim * 2, activation="gelu", name="hidden"),
-         tf.keras.layers.Dense(dim, name="out"),
+        # Unique layer names: TensorBoard histogram tags come from variable names.
+        [tf.keras.layers.Dense(dim * 2, activation="gelu", name=f"{name}_hidden"),
+         tf.keras.layers.Dense(dim, name=f"{name}_out"),
          tf.keras.layers.Lambda(lambda x: tf.math.l2_normalize(x, axis=-1), name="normalize")],
         name=name)
 
