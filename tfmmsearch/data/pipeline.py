@@ -24,7 +24,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfmmsearch.data.schema import Catalog, CatalogError, Product
+from tfmmsearch.data.schema import Catalog, CatalogError, Product, products_by_id
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -75,12 +75,7 @@ def item_columns(catalog: Catalog | Sequence[Product], product_ids: Sequence[str
     mid-epoch inside TensorFlow.
     """
     products, root, source = _products_of(catalog)
-    by_id: dict[str, Product] = {}
-    for product in products:
-        if product.product_id in by_id:
-            raise CatalogError(f"duplicate product_id {product.product_id!r}", file=source,
-                               row=product.row or None, field="product_id", reason="duplicate_id")
-        by_id[product.product_id] = product
+    by_id = products_by_id(products, source)
     if product_ids is None:
         selected = products
     else:

@@ -95,3 +95,14 @@ class Catalog:
         wanted = set(product_ids)
         return Catalog(self.root, self.source, [p for p in self.products if p.product_id in wanted],
                        list(self.columns), self.report)
+
+
+def products_by_id(products, source: str | Path | None = None) -> dict[str, Product]:
+    """product_id -> Product; a repeated id is a CatalogError naming its file and row."""
+    by_id: dict[str, Product] = {}
+    for product in products:
+        if product.product_id in by_id:
+            raise CatalogError(f"duplicate product_id {product.product_id!r}", file=source,
+                               row=product.row or None, field="product_id", reason="duplicate_id")
+        by_id[product.product_id] = product
+    return by_id

@@ -44,7 +44,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
-from tfmmsearch.data.schema import Catalog, CatalogError, Product
+from tfmmsearch.data.schema import Catalog, CatalogError, Product, products_by_id
 
 DATASET_NAME = "catalog_dataset"
 DATASET_VERSION = "1.0.0"
@@ -194,12 +194,7 @@ def _check_inputs(products: Sequence[Product], splits: Mapping[str, Sequence[str
                 f"underscores, not one of {', '.join(CORE_FEATURES)}")
     if len(set(attribute_columns)) != len(attribute_columns):
         raise ValueError(f"attribute columns repeat a name: {list(attribute_columns)}")
-    known: dict[str, Product] = {}
-    for product in products:
-        if product.product_id in known:
-            raise CatalogError(f"duplicate product_id {product.product_id!r}", file=source,
-                               row=product.row or None, field="product_id", reason="duplicate_id")
-        known[product.product_id] = product
+    known = products_by_id(products, source)
     if not splits:
         raise ValueError("splits is empty: give at least one split name -> product ids")
     if not any(splits.values()):
