@@ -146,6 +146,7 @@ class ModelConfig:
     learn_temperature: bool = True
     logq_correction: bool = True
     remove_accidental_hits: bool = True
+    num_hard_negatives: int = 0  # >0: keep only the hardest in-batch negatives in the softmax
     ranking_candidates: int = 64  # per query: its positive + uniformly drawn in-batch items
     ranking_hidden_units: list[int] = field(default_factory=lambda: [64, 32])
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)

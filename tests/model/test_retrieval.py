@@ -41,6 +41,15 @@ def test_accidental_hits_and_logq_change_the_loss_as_expected():
     assert abs(loss - expected) < 1e-5
 
 
+def test_hard_negative_mining_keeps_only_the_hardest_negatives():
+    queries = tf.constant([[1.0, 0.0]])
+    items = tf.constant([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, 0.0]])
+    task = GlobalBatchRetrieval(remove_accidental_hits=False, logq_correction=False, num_hard_negatives=1)
+    loss = float(task(queries, items, tf.constant(["a", "b", "c", "d"]), 1.0))
+    # Scores [1, 0, 0.5, -1]: the positive plus the single hardest negative (0.5).
+    assert abs(loss - _softmax_xent([1.0, 0.5], 0)) < 1e-5
+
+
 def test_other_relevant_items_are_not_negatives():
     queries = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     items = tf.constant([[0.6, 0.8], [1.0, 0.0]])

@@ -57,7 +57,8 @@ class MultimodalSearchModel(tfrs.Model):
         self.ranking_head = RankingHead(config.ranking_hidden_units, name="ranking_head")
         self.retrieval_task = GlobalBatchRetrieval(
             remove_accidental_hits=config.remove_accidental_hits,
-            logq_correction=config.logq_correction, name="retrieval")
+            logq_correction=config.logq_correction,
+            num_hard_negatives=config.num_hard_negatives or None, name="retrieval")
         self.ranking_task = listwise_ranking_task()
         self.log_temperature = self.add_weight(
             name="log_temperature", shape=(),
