@@ -109,19 +109,19 @@ class FeatureStore:
 
     def __init__(self, config: Config, towers: Towers, items: ItemTable, cache_dir: Path):
         self.config, self.towers, self.items, self.cache_dir = config, towers, items, cache_dir
-        self.enabled = config.training.cache_frozen_features
+        self.cached = cached_inputs(config, towers)  # the one decision of what is cached
         self._catalog_key = cache_key(ids=items.product_ids, titles=items.titles,
                                       images=items.image_paths)
 
     def item_features(self) -> dict[str, np.ndarray]:
         cfg, out = self.config.towers, {}
-        if self.enabled and self.towers.text_frozen:
+        if "title_features" in self.cached:
             key = cache_key(catalog=self._catalog_key, pre=cfg.text.preprocessor,
                             enc=cfg.text.encoder, seq=cfg.text.seq_length, pool=cfg.text.pooling)
             out["title_features"] = load_or_compute(
                 self.cache_dir, "titles", key,
                 lambda: encode_texts(self.towers.encoders.text, self.items.titles, desc="titles"))
-        if self.enabled and self.towers.image_frozen:
+        if "image_features" in self.cached:
             key = cache_key(catalog=self._catalog_key, handle=cfg.image.handle, size=cfg.image.image_size)
             out["image_features"] = load_or_compute(
                 self.cache_dir, "images", key,
@@ -130,7 +130,7 @@ class FeatureStore:
         return out
 
     def query_features(self, texts: list[str], name: str) -> np.ndarray | None:
-        if not (self.enabled and self.towers.query_frozen):
+        if "query_features" not in self.cached:
             return None
         cfg = self.config.towers
         key = cache_key(texts=texts, pre=cfg.text.preprocessor, enc=cfg.text.encoder,
