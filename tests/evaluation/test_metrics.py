@@ -252,3 +252,26 @@ def test_hand_example_means_through_the_public_api():
     grades = np.zeros((1, 150), dtype=np.int8)
     grades[0, 120] = 2
     assert retrieval_metrics(scores, grades, k_recall=150)["recall@150"] == 1.0
+
+
+def test_metric_curves_meet_the_protocol_numbers_and_a_hand_example():
+    from tfmmsearch.evaluation.metrics import metric_curves
+
+    rng = np.random.default_rng(3)
+    grades = rng.integers(0, 3, size=(20, 150))
+    grades[:, 0] = 2  # every query answerable
+    scores = rng.standard_normal((20, 150))
+    top_k = top_k_indices(scores)
+    curves = metric_curves(top_k, grades, [1, 10, 100])
+    protocol = retrieval_metrics(scores, grades)
+    assert curves["k"] == [1, 10, 100]
+    assert curves["ndcg"][1] == pytest.approx(protocol["ndcg@10"])
+    assert curves["recall"][2] == pytest.approx(protocol["recall@100"])
+
+    # One query: ranked grades [0, 2, 1]; two grade-2 products in the catalog (one never retrieved).
+    hand_grades = np.array([[0, 2, 1, 2]])
+    hand_top = np.array([[0, 1, 2]])
+    hand = metric_curves(hand_top, hand_grades, [1, 2, 3])
+    assert hand["recall"] == pytest.approx([0.0, 0.5, 0.5])  # min(#grade-2, k) = 1, 2, 2
+    ideal_2 = 3 + 3 / math.log2(3)
+    assert hand["ndcg"][1] == pytest.approx((3 / math.log2(3)) / ideal_2)

@@ -181,3 +181,17 @@ def test_clients_over_the_test_server_match_the_export_called_directly(exported,
         run_query(server.rest_url, ["black caps"], model_name="tiny", k=3)
     printed = capsys.readouterr().out
     assert "query: 'black caps'" in printed and printed.count("score") == 3
+
+
+def test_export_of_given_products_indexes_exactly_those(tiny_run, tmp_path):
+    from tfmmsearch.data.catalog import read_catalog
+    from tfmmsearch.data.prepare import resolve_catalog_dir
+    from tfmmsearch.training.train import load_run_config
+
+    products = read_catalog(resolve_catalog_dir(load_run_config(tiny_run))).products[5:17]
+    version = export_lib.export(tiny_run, base_dir=tmp_path / "subset", products=products)
+    loaded = tf.saved_model.load(str(version))
+    stored = [pid.decode() for pid in loaded.index.product_ids.numpy()]
+    assert stored == [p.product_id for p in products]
+    with pytest.raises(ValueError, match="either catalog_dir or products"):
+        export_lib.export(tiny_run, catalog_dir=tmp_path, base_dir=tmp_path / "both", products=products)

@@ -283,3 +283,18 @@ def indices_from_ids(top_ids: Sequence[Sequence[str | bytes]] | np.ndarray,
                 raise ValueError(f"query {q}, rank {rank + 1}: product id {key!r} is not in the catalog")
             result[q, rank] = position[key]
     return result
+
+
+def metric_curves(top_k: np.ndarray, grades: np.ndarray, ks: Sequence[int]) -> dict[str, list[float]]:
+    """Mean NDCG@k and Recall@k (grade-2 products) for each k in `ks`: the metric-vs-K curves.
+
+    Reads the same ranked indices [Q, K] as `attribute_metrics_from_top_k`, so the k=10 NDCG
+    and k=100 recall points equal the protocol's numbers.
+    """
+    curves: dict[str, list[float]] = {"k": [int(k) for k in ks], "ndcg": [], "recall": []}
+    for k in ks:
+        means = attribute_metrics_from_top_k(top_k, grades, ndcg_k=k, recall_k=k,
+                                             retrieved=max(RETRIEVED, k)).means
+        curves["ndcg"].append(means[f"ndcg@{k}"])
+        curves["recall"].append(means[f"recall@{k}"])
+    return curves

@@ -44,26 +44,40 @@ def latest_version_dir(base_dir: str | Path) -> Path:
     return Path(base_dir) / str(versions[-1])
 
 
-def embed_catalog(index_outputs, products: list[Product], batch_size: int = 64,
-                  desc: str = "indexing") -> dict[str, np.ndarray]:
-    """Runs an export's `index_outputs(title, image_bytes)` over the products, in batches."""
+def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size: int = 64,
+                desc: str = "indexing") -> dict[str, np.ndarray]:
+    """Runs an export's `index_outputs(title, image_bytes)` over items, in batches.
+
+    `image_paths[i]` is a path to the item's JPEG/PNG, or None / "" for an item without one.
+    """
+    if len(titles) != len(image_paths):
+        raise ValueError(f"titles ({len(titles)}) and image_paths ({len(image_paths)}) must "
+                         "describe the same items")
     outputs: dict[str, list[np.ndarray]] = {field: [] for field in INDEX_FIELDS}
     start = time.time()
-    with tqdm(total=len(products), desc=desc, unit="item", leave=False,
-              disable=len(products) <= batch_size) as progress:
-        for first in range(0, len(products), batch_size):
-            chunk = products[first:first + batch_size]
-            titles = tf.constant([p.title for p in chunk])
-            images = tf.constant([p.image_path.read_bytes() if p.image_path else b"" for p in chunk])
-            result = index_outputs(title=titles, image=images)
+    with tqdm(total=len(titles), desc=desc, unit="item", leave=False,
+              disable=len(titles) <= batch_size) as progress:
+        for first in range(0, len(titles), batch_size):
+            chunk_titles = titles[first:first + batch_size]
+            chunk_images = [Path(path).read_bytes() if path else b""
+                            for path in image_paths[first:first + batch_size]]
+            result = index_outputs(title=tf.constant(chunk_titles, tf.string),
+                                   image=tf.constant(chunk_images, tf.string))
             for field in INDEX_FIELDS:
                 outputs[field].append(result[field].numpy())
-            progress.update(len(chunk))
+            progress.update(len(chunk_titles))
     seconds = time.time() - start
-    logger.info("embedded %d items in %.1f s (%.0f items/s)", len(products), seconds,
-                len(products) / max(seconds, 1e-9))
+    logger.info("embedded %d items in %.1f s (%.0f items/s)", len(titles), seconds,
+                len(titles) / max(seconds, 1e-9))
     return {field: np.concatenate(values) if values else np.zeros((0, 0), np.float32)
             for field, values in outputs.items()}
+
+
+def embed_catalog(index_outputs, products: list[Product], batch_size: int = 64,
+                  desc: str = "indexing") -> dict[str, np.ndarray]:
+    """`embed_items` over catalog products."""
+    return embed_items(index_outputs, [p.title for p in products],
+                       [p.image_path for p in products], batch_size=batch_size, desc=desc)
 
 
 def assign_index(module, products: list[Product], arrays: dict[str, np.ndarray]) -> int:
@@ -107,21 +121,32 @@ def _catalog(catalog_dir, on_bad_row: str) -> Catalog:
 
 
 def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir: str | Path | None = None,
-           top_k: int | None = None, on_bad_row: str | None = None) -> Path:
-    """Exports a trained run with an index over `catalog_dir` (default: the run's catalog)."""
+           top_k: int | None = None, on_bad_row: str | None = None,
+           products: list[Product] | None = None) -> Path:
+    """Exports a trained run with an index over `catalog_dir` (default: the run's catalog).
+
+    `products` (instead of a catalog directory) indexes exactly those products, e.g. one split.
+    """
     from tfmmsearch.data.prepare import resolve_catalog_dir
     from tfmmsearch.exporting.search_module import SearchModule
     from tfmmsearch.training.train import load_trained_model
 
     config, towers, model = load_trained_model(run_dir)
     base_dir = Path(base_dir or Path(config.export.base_dir) / config.export.model_name)
-    catalog = _catalog(catalog_dir or resolve_catalog_dir(config), on_bad_row or config.data.on_bad_row)
+    if products is None:
+        catalog = _catalog(catalog_dir or resolve_catalog_dir(config),
+                           on_bad_row or config.data.on_bad_row)
+        products, source = catalog.products, catalog.source
+    elif catalog_dir is not None:
+        raise ValueError("pass either catalog_dir or products, not both")
+    else:
+        source = f"{len(products)} given products"
     module = SearchModule(model, towers.encoders, config.towers.image.image_size,
                           top_k=top_k or config.export.top_k)
-    arrays = embed_catalog(module.index_outputs, catalog.products)
-    size = assign_index(module, catalog.products, arrays)
-    logger.info("index of %d items from %s", size, catalog.source)
-    return write_version(module, base_dir, module.signatures(), catalog.products, base_dir.name)
+    arrays = embed_catalog(module.index_outputs, products)
+    size = assign_index(module, products, arrays)
+    logger.info("index of %d items from %s", size, source)
+    return write_version(module, base_dir, module.signatures(), products, base_dir.name)
 
 
 def reindex(base_dir: str | Path, catalog_dir: str | Path, on_bad_row: str = "error") -> Path:

@@ -1,0 +1,94 @@
+"""benchmarks/quality.py and benchmarks/speed.py run end to end on a tiny config.
+
+The real runs take the Myntra catalog and pretrained towers (benchmarks/RESULTS.md); these
+runs prove the scripts' plumbing: every row and task is produced from the exported model,
+targets are judged from the measured values, the speed numbers are positive and the
+exported `retrieve` returns exactly numpy's top 100 on random data.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT, make_tiny_config
+from tfmmsearch.config import save_config
+
+pytestmark = pytest.mark.slow
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quality_run(tmp_path_factory, tiny_hub_cache):
+    root = tmp_path_factory.mktemp("bench")
+    config_path = root / "tiny.yaml"
+    save_config(make_tiny_config(tiny_hub_cache, root / "unused"), config_path)
+    code = _script("quality").main(["--config", str(config_path), "--out", str(root / "out"),
+                                    "--results", str(root / "results"), "--max-queries", "40",
+                                    "--t2i-queries", "25"])
+    assert code == 0
+    return root, config_path
+
+
+def test_quality_reports_every_system_task_and_target(quality_run):
+    root, _ = quality_run
+    summary = json.loads((root / "results" / "quality.json").read_text())
+    rows = summary["rows"]
+    assert len(rows) == 9 and rows[0]["system"] == "BM25 over titles"
+    for row in rows:
+        assert set(row) == {"system", "full", "image_only", "title_to_image"}
+        assert 0.0 <= row["full"]["ndcg@10"] <= 1.0
+        assert row["title_to_image"]["num_queries"] == 25
+    assert summary["queries_scored"] + summary["queries_dropped"] == 40
+    by_name = {row["system"]: row for row in rows}
+    for check in summary["targets"][:3]:
+        assert check["met"] == (check["margin"] >= 0)
+    headline = by_name["tfmmsearch attention fusion + ranking head (export serving_default)"]
+    assert summary["targets"][0]["value"] == headline["full"]["ndcg@10"]
+    # Text-only systems find nothing by image: BM25 image_only equals scoring every item 0.
+    assert by_name["BM25 over titles"]["image_only"] == by_name[
+        "text only (ablation of the attention model, retrieval)"]["image_only"]
+    # Curves: the k=10 point is the table's NDCG@10.
+    for name, curve in summary["curves"].items():
+        assert curve["ndcg"][curve["k"].index(10)] == pytest.approx(by_name[name]["full"]["ndcg@10"])
+    weights = summary["modality_weights"]
+    assert sum(row["products"] for row in weights) == summary["test_products"]
+    for row in weights:
+        assert row["text"] + row["image"] == pytest.approx(1.0, abs=1e-4)
+    with Image.open(root / "results" / "quality_metric_at_k.png") as image:
+        assert image.size[0] > 600
+    assert "Targets:" in (root / "results" / "quality.md").read_text()
+
+
+def test_speed_measures_training_serving_and_index_scale(quality_run):
+    root, config_path = quality_run
+    out = root / "out"
+    code = _script("speed").main([
+        "--export", str(out / "export" / "attention"), "--config", str(config_path),
+        "--set", f"data.work_dir={out / 'data'}", "--work", str(root / "speed"),
+        "--results", str(root / "results"), "--rounds", "2", "--train-batch", "8",
+        "--train-products", "40", "--sizes", "300,1000"])
+    assert code == 0
+    summary = json.loads((root / "results" / "speed.json").read_text())
+    rates = summary["training"]["examples_per_s"]
+    assert rates["cached"] > rates["towers every step"] > 0
+    assert summary["reindex"]["items"] == 150 and summary["reindex"]["items_per_s"] > 0
+    for batch in ("1", "32"):
+        serving = summary["serving"][batch]
+        for name in ("serving_default", "embed_query"):
+            assert 0 < serving[name]["p50_ms"] <= serving[name]["p99_ms"]
+    assert [(r["items"], r["batch"]) for r in summary["index_scale"]] == [(300, 1), (300, 32), (1000, 1),
+                                                                          (1000, 32)]
+    for row in summary["index_scale"]:
+        assert row["agreement_with_numpy"] == 1.0  # the served top 100 is numpy's exact top 100
+        assert row["index_bytes"] == row["items"] * 16 * 4 * 3
+    assert (root / "results" / "speed_latency_vs_index_size.png").stat().st_size > 10_000
