@@ -109,6 +109,10 @@ class ImageTowerConfig:
     handle: str = "tiny-image"
     image_size: int = 64
     trainable: bool = False
+    # >0: also a colour histogram of the photo's foreground (bins per RGB channel, bins^3
+    # features) next to the module's features; CNN features trained for object classes carry
+    # colour weakly, and shoppers name colours.
+    colour_histogram_bins: int = 0
 
 
 @dataclass
@@ -147,12 +151,17 @@ class ModelConfig:
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     num_hard_negatives: int = 0  # >0: keep only the hardest in-batch negatives in the softmax
-    ranking_candidates: int = 64  # per query: its positive + uniformly drawn in-batch items
+    ranking_candidates: int = 64  # in-batch items the ranking head scores per query
+    # uniform: the query's positive + uniformly drawn in-batch items; top_retrieved: the
+    # in-batch items retrieval ranks highest (what the head re-ranks at serving time)
+    ranking_candidate_sampling: str = "uniform"
     ranking_hidden_units: list[int] = field(default_factory=lambda: [64, 32])
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
 
     def __post_init__(self) -> None:
         _check_choice("model.fusion", self.fusion, ("attention", "concat", "gated"))
+        _check_choice("model.ranking_candidate_sampling", self.ranking_candidate_sampling,
+                      ("uniform", "top_retrieved"))
 
 
 @dataclass

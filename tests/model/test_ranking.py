@@ -49,3 +49,13 @@ def test_ranking_head_broadcasts_and_learns():
     mask_no_image = tf.constant([[[1.0, 0.0]] * 3] * 2)
     np.testing.assert_allclose(head(query, *items, mask_no_image).numpy(),
                                head(query, *changed, mask_no_image).numpy(), rtol=1e-5)
+
+
+def test_top_retrieved_candidates_are_each_querys_highest_scoring_items():
+    from tfmmsearch.model.ranking import top_retrieved_candidates
+
+    similarities = tf.constant([[0.1, 0.9, 0.3, 0.5],
+                                [0.8, 0.0, 0.7, 0.2]])
+    columns = top_retrieved_candidates(similarities, 2).numpy()
+    np.testing.assert_array_equal(columns, [[1, 3], [0, 2]])  # by score alone: row 1 drops item 1
+    assert top_retrieved_candidates(similarities, 64).shape == (2, 4)  # capped at the batch

@@ -81,4 +81,35 @@ def build_image_encoder(config: ImageTowerConfig, cache_dir=None, name: str = "i
     handle = resolve_handle(config.handle, cache_dir)
     image = tf.keras.Input((config.image_size, config.image_size, 3), name="image")
     features = hub.KerasLayer(handle, trainable=config.trainable, name="image_module")(image)
+    if config.colour_histogram_bins > 0:
+        colours = ColourHistogram(config.colour_histogram_bins, name="colour_histogram")(image)
+        features = tf.keras.layers.Concatenate(name="image_features")([features, colours])
     return tf.keras.Model(image, features, name=name)
+
+
+class ColourHistogram(tf.keras.layers.Layer):
+    """Joint RGB histogram of an image's foreground: [B, S, S, 3] in [0, 1] -> [B, bins^3].
+
+    Catalog photos sit on near-white backgrounds, so pixels whose channels are all above
+    `background` are left out (an all-background image counts every pixel). The image is
+    first area-downsampled to 64 x 64: colour proportions survive, the cost is small. Square
+    roots of the proportions (Hellinger) keep a dominant colour from swamping the rest.
+    """
+
+    def __init__(self, bins: int = 4, background: float = 0.92, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.bins, self.background = int(bins), float(background)
+
+    def call(self, images):
+        small = tf.image.resize(images, [64, 64], method="area")
+        pixels = tf.reshape(tf.clip_by_value(small, 0.0, 1.0), [tf.shape(small)[0], -1, 3])
+        levels = tf.minimum(tf.cast(pixels * self.bins, tf.int32), self.bins - 1)
+        index = (levels[..., 0] * self.bins + levels[..., 1]) * self.bins + levels[..., 2]
+        foreground = tf.cast(tf.reduce_min(pixels, axis=-1) <= self.background, tf.float32)
+        empty = tf.reduce_sum(foreground, axis=1, keepdims=True) == 0.0
+        weights = tf.where(empty, tf.ones_like(foreground), foreground)
+        counts = tf.reduce_sum(tf.one_hot(index, self.bins ** 3) * weights[..., None], axis=1)
+        return tf.sqrt(counts / tf.reduce_sum(weights, axis=1, keepdims=True))
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins, "background": self.background}

@@ -67,6 +67,17 @@ def select_candidates(num_queries: tf.Tensor, num_items: tf.Tensor, num_candidat
     return tf.concat([positives, others], axis=1)
 
 
+def top_retrieved_candidates(similarities: tf.Tensor, num_candidates: int) -> tf.Tensor:
+    """For each query (row), the in-batch items retrieval ranks highest: int32 [Q, K].
+
+    Chosen by score alone, whatever their grades, so the head learns to re-order exactly the
+    kind of list it re-ranks at serving time; a query whose positive falls outside its top K
+    still learns from the graded items inside it (and nothing when none is relevant).
+    """
+    k = tf.minimum(num_candidates, tf.shape(similarities)[1])
+    return tf.math.top_k(tf.stop_gradient(similarities), k=k).indices
+
+
 def listwise_ranking_task() -> tfrs.tasks.Ranking:
     """Softmax cross-entropy over each query's candidates against normalised gains 2^g - 1."""
     return tfrs.tasks.Ranking(

@@ -26,6 +26,7 @@ from tfmmsearch.model.ranking import (
     gains_as_targets,
     listwise_ranking_task,
     select_candidates,
+    top_retrieved_candidates,
 )
 from tfmmsearch.model.retrieval import GlobalBatchRetrieval
 from tfmmsearch.model.towers import build_item_tower, build_query_tower
@@ -126,7 +127,12 @@ class MultimodalSearchModel(tfrs.Model):
         ranking = tf.constant(0.0)
         if weights.ranking > 0 and "query_attributes" in features:
             batch = tf.shape(queries)[0]
-            columns = select_candidates(batch, batch, self.config.ranking_candidates)
+            if self.config.ranking_candidate_sampling == "top_retrieved":
+                columns = top_retrieved_candidates(
+                    tf.matmul(queries, items["embedding"], transpose_b=True),
+                    self.config.ranking_candidates)
+            else:
+                columns = select_candidates(batch, batch, self.config.ranking_candidates)
             grades = tf.gather(attribute_grades(features["query_attributes"],
                                                 features["item_attributes"]), columns, batch_dims=1)
             candidates = {key: tf.gather(value, columns) for key, value in items.items()

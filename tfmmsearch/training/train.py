@@ -122,7 +122,10 @@ class FeatureStore:
                 self.cache_dir, "titles", key,
                 lambda: encode_texts(self.towers.encoders.text, self.items.titles, desc="titles"))
         if "image_features" in self.cached:
-            key = cache_key(catalog=self._catalog_key, handle=cfg.image.handle, size=cfg.image.image_size)
+            parts = {"handle": cfg.image.handle, "size": cfg.image.image_size}
+            if cfg.image.colour_histogram_bins:  # part of the key only when used: old caches stay valid
+                parts["colour_bins"] = cfg.image.colour_histogram_bins
+            key = cache_key(catalog=self._catalog_key, **parts)
             out["image_features"] = load_or_compute(
                 self.cache_dir, "images", key,
                 lambda: encode_images(self.towers.encoders.image, self.items.image_paths,
