@@ -147,7 +147,8 @@ def write_report(path: Path, summary: dict) -> None:
         f"Test split of `{summary['config']}`: {summary['test_products']} products, "
         f"{summary['queries_scored']} held-out-phrasing queries scored ({summary['queries_dropped']} "
         f"dropped: no grade-2 product), {summary['t2i_queries']} title_to_image queries. "
-        f"Tfmmsearch rows marked *export* are the exported SavedModel's signatures.",
+        "Rows marked (export ...) call the exported SavedModel's signatures; ablation rows run "
+        "the same trained weights in process.",
         "",
         markdown_table(summary["rows"]),
         "",

@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -252,7 +253,8 @@ def index_scale(module, queries: list[str], sizes: list[int], dim: int, rounds: 
 
 def write_report(path: Path, summary: dict) -> None:
     t = summary["training"]
-    lines = [f"Machine: {summary['machine']}. Medians over {t['rounds']} interleaved rounds.", "",
+    lines = [f"Machine: {summary['machine']}. Medians over {t['rounds']} interleaved rounds; each "
+             "section in a fresh process.", "",
              "Training throughput (train step, batch "
              f"{t['batch_size']}, same model and data; input pipeline excluded):", "",
              "| inputs | examples/s |", "|---|---|"]
@@ -262,7 +264,8 @@ def write_report(path: Path, summary: dict) -> None:
     r = summary["reindex"]
     lines += [f"Re-indexing the catalog with the export (`tfmmsearch index`): {r['items']} items in "
               f"{r['seconds']:.0f} s = **{r['items_per_s']:.1f} items/s** ({r['note']}).", ""]
-    lines += [f"Serving latency of the export over a {r['items']}-item index (in-process SavedModel, CPU):",
+    lines += [f"Serving latency of the export over a {summary['serving_index_items']}-item index "
+              "(in-process SavedModel, CPU):",
               "", "| batch | serving_default p50 | p99 | embed_query p50 | p99 | ratio p50 |", "|---|---|---|---|---|---|"]
     for batch, row in summary["serving"].items():
         lines.append(f"| {batch} | {row['serving_default']['p50_ms']:.1f} ms | {row['serving_default']['p99_ms']:.1f} ms"
@@ -285,6 +288,35 @@ def write_report(path: Path, summary: dict) -> None:
     path.write_text("\n".join(lines))
 
 
+SECTIONS = ("training", "reindex", "serving", "index_scale")
+
+
+def run_section(args, config, export_base: Path, work: Path) -> dict:
+    """One section's results, measured in this process."""
+    if args.section == "training":
+        return {"training": training_throughput(config, args.rounds, args.train_batch, args.train_products)}
+    if args.section == "reindex":
+        if args.skip_reindex:
+            return {"reindex": {"items": 0, "seconds": float("nan"), "items_per_s": float("nan"),
+                                "note": "skipped: latency runs use the export's own index"}}
+        result, _ = reindexing(export_base, str(resolve_catalog_dir(config)), work)
+        return {"reindex": result}
+    import tensorflow_text  # noqa: F401
+
+    reindexed = work / "reindex"
+    version_dir = latest_version_dir(export_base if args.skip_reindex or not list_versions(reindexed)
+                                     else reindexed)
+    module = tf.saved_model.load(str(version_dir))
+    queries = [q.text for q in prepare_data(config, progress=False).queries["test"]]
+    if args.section == "serving":
+        items = int(tf.shape(module.index.product_ids)[0])
+        return {"serving": serving_latency(module, queries, args.rounds, {1: 40, 32: 8}),
+                "serving_index_items": items}
+    sizes = [int(s) for s in args.sizes.split(",")]
+    return {"index_scale": index_scale(module, queries, sizes, dim=int(module.index.embeddings.shape[1]),
+                                       rounds=args.rounds, batches=[1, 32])}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,6 +332,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--skip-reindex", action="store_true",
                         help="use the export's own index for the latency runs (faster, smaller index)")
+    parser.add_argument("--section", choices=("all",) + SECTIONS, default="all",
+                        help="run one section only (used internally: each runs in its own process)")
+    parser.add_argument("--part-out", default="", help="where --section writes its JSON")
     args = parser.parse_args(argv)
     setup_logging()
     start = time.time()
@@ -311,27 +346,23 @@ def main(argv=None) -> int:
     if not list_versions(export_base):
         parser.error(f"{export_base} holds no exported version; run benchmarks/quality.py first "
                      "or pass --export BASE_DIR")
+    if args.section != "all":
+        part = run_section(args, config, export_base, work)
+        Path(args.part_out).write_text(json.dumps(part, default=str))
+        return 0
+
     summary = {"machine": f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
                           f"TensorFlow {tf.__version__}",
                "commands": " ".join(sys.argv)}
-
-    summary["training"] = training_throughput(config, args.rounds, args.train_batch, args.train_products)
-    if args.skip_reindex:
-        version_dir = latest_version_dir(export_base)
-        summary["reindex"] = {"items": 0, "seconds": float("nan"), "items_per_s": float("nan"),
-                              "note": "skipped"}
-    else:
-        summary["reindex"], version_dir = reindexing(export_base, str(resolve_catalog_dir(config)), work)
-    import tensorflow_text  # noqa: F401
-
-    module = tf.saved_model.load(str(version_dir))
-    if args.skip_reindex:
-        summary["reindex"]["items"] = int(tf.shape(module.index.product_ids)[0])
-    prepared_queries = [q.text for q in prepare_data(config, progress=False).queries["test"]]
-    summary["serving"] = serving_latency(module, prepared_queries, args.rounds, {1: 40, 32: 8})
-    sizes = [int(s) for s in args.sizes.split(",")]
-    summary["index_scale"] = index_scale(module, prepared_queries, sizes, dim=int(
-        module.index.embeddings.shape[1]), rounds=args.rounds, batches=[1, 32])
+    # Each section runs in a fresh process: in one long-lived process, the index-scale timings
+    # after training and re-indexing came out up to 13x slower than in a fresh one (RESULTS.md).
+    for section in SECTIONS:
+        part_out = work / f"part-{section}.json"
+        command = [sys.executable, str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:]),
+                   "--section", section, "--part-out", str(part_out)]
+        logger.info("section %s in a fresh process", section)
+        subprocess.run(command, check=True)
+        summary.update(json.loads(part_out.read_text()))
     summary["total_seconds"] = time.time() - start
     (results / "speed.json").write_text(json.dumps(summary, indent=2, default=str))
     write_report(results / "speed.md", summary)

@@ -83,6 +83,7 @@ def test_speed_measures_training_serving_and_index_scale(quality_run):
     rates = summary["training"]["examples_per_s"]
     assert rates["cached"] > rates["towers every step"] > 0
     assert summary["reindex"]["items"] == 150 and summary["reindex"]["items_per_s"] > 0
+    assert summary["serving_index_items"] == 150  # latency ran over the re-indexed version
     for batch in ("1", "32"):
         serving = summary["serving"][batch]
         for name in ("serving_default", "embed_query"):
