@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import platform
 import random
 import sys
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
         "train_seconds": train_seconds, "stages": watch.stages, "total_seconds": watch.total,
         "exports": {name: str(path) for name, path in exports.items()},
         "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                    "cpus": __import__("os").cpu_count()},
+                    "cpus": os.cpu_count()},
     }
     (results / "quality.json").write_text(json.dumps(summary, indent=2))
     write_report(results / "quality.md", summary)
