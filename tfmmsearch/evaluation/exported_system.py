@@ -43,9 +43,13 @@ class LoadedExport:
         self._arrays: dict[tuple, dict[str, np.ndarray]] = {}
         self._current: tuple | None = None
 
+    @staticmethod
+    def _item_set(titles: list[str], image_paths: list[str | None]) -> tuple:
+        return tuple(titles), tuple(path or "" for path in image_paths)
+
     def index_arrays(self, titles: list[str], image_paths: list[str | None]) -> dict[str, np.ndarray]:
         """The export's index outputs for these items (computed once per distinct item set)."""
-        key = (tuple(titles), tuple(path or "" for path in image_paths))
+        key = self._item_set(titles, image_paths)
         if key not in self._arrays:
             self._arrays[key] = embed_items(self.module.index_outputs, list(titles), list(image_paths),
                                             batch_size=self.batch_size,
@@ -54,7 +58,7 @@ class LoadedExport:
 
     def use_items(self, titles: list[str], image_paths: list[str | None]) -> None:
         """Makes the export's index hold exactly these items; product ids are their positions."""
-        key = (tuple(titles), tuple(path or "" for path in image_paths))
+        key = self._item_set(titles, image_paths)
         if key == self._current:
             return
         arrays = self.index_arrays(titles, image_paths)

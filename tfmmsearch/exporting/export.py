@@ -131,14 +131,14 @@ def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir:
     from tfmmsearch.exporting.search_module import SearchModule
     from tfmmsearch.training.train import load_trained_model
 
+    if products is not None and catalog_dir is not None:
+        raise ValueError("pass either catalog_dir or products, not both")
     config, towers, model = load_trained_model(run_dir)
     base_dir = Path(base_dir or Path(config.export.base_dir) / config.export.model_name)
     if products is None:
         catalog = _catalog(catalog_dir or resolve_catalog_dir(config),
                            on_bad_row or config.data.on_bad_row)
         products, source = catalog.products, catalog.source
-    elif catalog_dir is not None:
-        raise ValueError("pass either catalog_dir or products, not both")
     else:
         source = f"{len(products)} given products"
     module = SearchModule(model, towers.encoders, config.towers.image.image_size,
