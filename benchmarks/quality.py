@@ -39,6 +39,7 @@ import tfmmsearch  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 from tfmmsearch.config import load_config, save_config
 from tfmmsearch.data.prepare import prepare_data
 from tfmmsearch.data.queries import grade_matrix
+from tfmmsearch.evaluation.error_analysis import attribute_errors
 from tfmmsearch.evaluation.exported_system import ExportedSearchSystem, LoadedExport
 from tfmmsearch.evaluation.metrics import RELEVANT_GRADE, metric_curves, top_k_indices
 from tfmmsearch.evaluation.model_system import EncoderMemo, TrainedModelSystem
@@ -89,16 +90,16 @@ class Stopwatch:
 
 
 class RecordingSystem:
-    """Wraps a SearchSystem and keeps the top 100 of its full-mode rankings (for the curves)."""
+    """Wraps a SearchSystem and keeps the top 100 of its attribute-task rankings (curves, errors)."""
 
     def __init__(self, system):
         self.system, self.name = system, system.name
-        self.full_top_k: np.ndarray | None = None
+        self.top_k: dict[str, np.ndarray] = {}
 
     def score(self, query_texts, titles, image_paths, item_mode):
         scores = self.system.score(query_texts, titles, image_paths, item_mode)
-        if item_mode == FULL:
-            self.full_top_k = top_k_indices(np.asarray(scores))
+        if item_mode in (FULL, IMAGE_ONLY):
+            self.top_k[item_mode] = top_k_indices(np.asarray(scores))
         return scores
 
 
@@ -164,6 +165,20 @@ def write_report(path: Path, summary: dict) -> None:
     for row in summary["modality_weights"]:
         lines.append(f"| {row['master_category']} | {row['products']} | {row['text']:.3f} | "
                      f"{row['image']:.3f} |")
+    lines += ["", "Where NDCG@10 is lost: in the top-10 slots the ideal ranking fills with grade-2 "
+              "products, those holding another product, and which named attribute it gets wrong "
+              "(one product can miss several); then the top-10 grade mix against the ideal's.", "",
+              "| system | items | fillable grade-2 slots | missed | wrong: article_type | gender | "
+              "base_colour | usage | top-10 grades 0/1/2 | ideal 0/1/2 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for system, modes in summary["attribute_errors"].items():
+        for mode, result in modes.items():
+            wrong = result["wrong_attribute"]
+            mix = "/".join(str(result["grade_counts"][g]) for g in ("0", "1", "2"))
+            ideal = "/".join(str(result["ideal_grade_counts"][g]) for g in ("0", "1", "2"))
+            lines.append(f"| {system} | {mode} | {result['fillable_grade2_slots']} | {result['blamed_slots']} | "
+                         + " | ".join(str(wrong.get(role, 0)) for role in
+                                      ("article_type", "gender", "base_colour", "usage"))
+                         + f" | {mix} | {ideal} |")
     lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["stages"].items())
               + f"; total {summary['total_seconds']:.0f} s ({summary['total_seconds'] / 60:.1f} min).", ""]
     path.write_text("\n".join(lines))
@@ -225,6 +240,7 @@ def main(argv=None) -> int:
         headline = "tfmmsearch attention fusion + ranking head (export serving_default)"
         fused_retrieval = "tfmmsearch attention fusion retrieval (export retrieve)"
         text_only = "text only (ablation of the attention model, retrieval)"
+        text_only_head = "text only + ranking head (ablation)"
         systems = [
             BM25System("BM25 over titles"),
             ZeroShotTextSystem(f"{config.towers.text.encoder} zero-shot over titles", towers.encoders.text,
@@ -233,7 +249,7 @@ def main(argv=None) -> int:
             ExportedSearchSystem(fused_retrieval, attention_export, "retrieve"),
             TrainedModelSystem(text_only, model, towers.encoders, size, use_image=False, rerank=0,
                                memo=memo),
-            TrainedModelSystem("text only + ranking head (ablation)", model, towers.encoders, size,
+            TrainedModelSystem(text_only_head, model, towers.encoders, size,
                                use_image=False, memo=memo),
             TrainedModelSystem("image only (ablation of the attention model, retrieval)", model,
                                towers.encoders, size, use_text=False, rerank=0, memo=memo),
@@ -246,15 +262,22 @@ def main(argv=None) -> int:
                             max_t2i_queries=args.t2i_queries, seed=0)
     rows = [row.to_dict() for row in rows]
     answerable = (grades >= RELEVANT_GRADE).any(axis=1)
-    curves = {system.name: metric_curves(system.full_top_k, grades[answerable], CURVE_KS)
-              for system in recorded if system.full_top_k is not None}
+    curves = {system.name: metric_curves(system.top_k[FULL], grades[answerable], CURVE_KS)
+              for system in recorded if FULL in system.top_k}
+    answerable_queries = [query for query, kept in zip(queries, answerable) if kept]
+    analysed = {headline: (FULL, IMAGE_ONLY), text_only_head: (FULL,)}
+    errors = {system.name: {mode: attribute_errors(system.top_k[mode], grades[answerable],
+                                                   answerable_queries, test_products,
+                                                   config.data.attributes)
+                            for mode in analysed[system.name]}
+              for system in recorded if system.name in analysed}
     weights = attention_export.index_arrays(titles, image_paths)["modality_weights"]
     summary = {
         "config": args.config, "overrides": overrides,
         "test_products": len(test_products), "queries_scored": int(answerable.sum()),
         "queries_dropped": int((~answerable).sum()),
         "t2i_queries": rows[0]["title_to_image"]["num_queries"],
-        "rows": rows, "curves": curves,
+        "rows": rows, "curves": curves, "attribute_errors": errors,
         "modality_weights": modality_weights_by_group(test_products, weights, "master_category"),
         "targets": check_targets(rows, headline, text_only, fused_retrieval),
         "train_seconds": train_seconds, "stages": watch.stages, "total_seconds": watch.total,

@@ -65,6 +65,18 @@ def test_quality_reports_every_system_task_and_target(quality_run):
     assert sum(row["products"] for row in weights) == summary["test_products"]
     for row in weights:
         assert row["text"] + row["image"] == pytest.approx(1.0, abs=1e-4)
+    # Error analysis: the headline in both attribute tasks, the text-only head in full.
+    errors = summary["attribute_errors"]
+    assert set(errors[headline["system"]]) == {"full", "image_only"}
+    assert set(errors["text only + ranking head (ablation)"]) == {"full"}
+    for modes in errors.values():
+        for result in modes.values():
+            assert result["queries"] == summary["queries_scored"]
+            assert sum(result["grade_counts"].values()) == result["slots"]
+            assert sum(result["ideal_grade_counts"].values()) == result["slots"]
+            assert 0 <= result["blamed_slots"] <= result["fillable_grade2_slots"]
+            # every blamed slot misses at least one named attribute
+            assert sum(result["wrong_attribute"].values()) >= result["blamed_slots"]
     with Image.open(root / "results" / "quality_metric_at_k.png") as image:
         assert image.size[0] > 600
     assert "Targets:" in (root / "results" / "quality.md").read_text()

@@ -15,13 +15,14 @@ from tfmmsearch.model.fusion import ModalityDropout, make_fusion
 MODALITIES = ("text", "image")
 
 
-def _projection(dim: int, name: str) -> tf.keras.Sequential:
-    return tf.keras.Sequential(
-        # Unique layer names: TensorBoard histogram tags come from variable names.
-        [tf.keras.layers.Dense(dim * 2, activation="gelu", name=f"{name}_hidden"),
-         tf.keras.layers.Dense(dim, name=f"{name}_out"),
-         tf.keras.layers.Lambda(lambda x: tf.math.l2_normalize(x, axis=-1), name="normalize")],
-        name=name)
+def _projection(dim: int, name: str, dropout: float = 0.0) -> tf.keras.Sequential:
+    # Unique layer names: TensorBoard histogram tags come from variable names.
+    layers = [tf.keras.layers.Dense(dim * 2, activation="gelu", name=f"{name}_hidden")]
+    if dropout > 0:  # only then: runs trained without it keep their checkpoint layout
+        layers.append(tf.keras.layers.Dropout(dropout, name=f"{name}_dropout"))
+    layers += [tf.keras.layers.Dense(dim, name=f"{name}_out"),
+               tf.keras.layers.Lambda(lambda x: tf.math.l2_normalize(x, axis=-1), name="normalize")]
+    return tf.keras.Sequential(layers, name=name)
 
 
 def build_item_tower(text_dim: int, image_dim: int, config: ModelConfig) -> tf.keras.Model:
@@ -36,8 +37,10 @@ def build_item_tower(text_dim: int, image_dim: int, config: ModelConfig) -> tf.k
     mask = ModalityDropout(config.modality_dropout, seed=None, name="modality_dropout")(mask)
     image_in = tf.keras.layers.Dropout(config.image_input_dropout, name="image_input_dropout")(
         image_features)
-    text = _projection(config.embedding_dim, "text_projection")(title_features)
-    image = _projection(config.embedding_dim, "image_projection")(image_in)
+    text = _projection(config.embedding_dim, "text_projection", config.projection_dropout)(
+        title_features)
+    image = _projection(config.embedding_dim, "image_projection", config.projection_dropout)(
+        image_in)
     embedding, weights = make_fusion(config.fusion, config.embedding_dim)(([text, image], mask))
     outputs = {
         "embedding": tf.keras.layers.Activation("linear", name="embedding")(embedding),
@@ -54,6 +57,7 @@ def build_item_tower(text_dim: int, image_dim: int, config: ModelConfig) -> tf.k
 def build_query_tower(query_dim: int, config: ModelConfig) -> tf.keras.Model:
     """query_features -> L2-normalised query embedding in the item space."""
     query_features = tf.keras.Input((query_dim,), name="query_features")
-    embedding = _projection(config.embedding_dim, "query_projection")(query_features)
+    embedding = _projection(config.embedding_dim, "query_projection", config.projection_dropout)(
+        query_features)
     return tf.keras.Model({"query_features": query_features}, {"embedding": embedding},
                           name="query_tower")
