@@ -159,6 +159,8 @@ class ModelConfig:
     # in-batch items retrieval ranks highest (what the head re-ranks at serving time)
     ranking_candidate_sampling: str = "uniform"
     ranking_hidden_units: list[int] = field(default_factory=lambda: [64, 32])
+    # item vectors the head multiplies element-wise with the query: fused, text, image
+    ranking_interactions: list[str] = field(default_factory=lambda: ["fused", "text", "image"])
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
 
     def __post_init__(self) -> None:

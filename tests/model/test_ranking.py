@@ -1,6 +1,7 @@
 """Ranking head shapes/gradients, candidate selection, and listwise targets."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfmmsearch.model.ranking import RankingHead, gains_as_targets, select_candidates
@@ -59,3 +60,27 @@ def test_top_retrieved_candidates_are_each_querys_highest_scoring_items():
     columns = top_retrieved_candidates(similarities, 2).numpy()
     np.testing.assert_array_equal(columns, [[1, 3], [0, 2]])  # by score alone: row 1 drops item 1
     assert top_retrieved_candidates(similarities, 64).shape == (2, 4)  # capped at the batch
+
+
+def test_ranking_head_without_image_interactions_reads_the_image_only_through_its_similarity():
+    rng = np.random.default_rng(1)
+    query = tf.constant(rng.normal(size=(1, 1, 4)), tf.float32)
+    fused, text, image = [tf.constant(rng.normal(size=(1, 2, 4)), tf.float32) for _ in range(3)]
+    mask = tf.ones([1, 2, 2])
+    full, lean = RankingHead([8]), RankingHead([8], interactions=["text", "fused"])
+    full(query, fused, text, image, mask), lean(query, fused, text, image, mask)
+    # Cross-layer input width: 3 x 4 products + 3 similarities + 2 mask, or 2 x 4 + 5.
+    assert full.cross.trainable_variables[0].shape[0] == 17
+    assert lean.cross.trainable_variables[0].shape[0] == 13
+    assert lean.interactions == ["fused", "text"]  # canonical order, whatever the config's
+    # An image change that keeps its similarity to the query leaves the lean head's score alone.
+    q = query.numpy()[0, 0]
+    noise = rng.normal(size=4)
+    noise -= noise.dot(q) / q.dot(q) * q  # orthogonal to the query
+    moved = image + tf.constant(noise, tf.float32)
+    np.testing.assert_allclose(lean(query, fused, text, image, mask).numpy(),
+                               lean(query, fused, text, moved, mask).numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(full(query, fused, text, image, mask).numpy(),
+                           full(query, fused, text, moved, mask).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="choose from fused, text, image"):
+        RankingHead([8], interactions=["colour"])

@@ -16,10 +16,21 @@ import tensorflow_recommenders as tfrs
 class RankingHead(tf.keras.layers.Layer):
     """score(query, item) from query x item interaction features. Shapes broadcast: [..., D]."""
 
-    def __init__(self, hidden_units=(64, 32), cross_rank: int = 32, **kwargs):
+    INTERACTIONS = ("fused", "text", "image")
+
+    def __init__(self, hidden_units=(64, 32), cross_rank: int = 32,
+                 interactions=INTERACTIONS, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = list(hidden_units)
         self.cross_rank = cross_rank
+        # Which item vectors the head sees element-wise against the query (the three
+        # similarities and the mask it always sees): leaving out "image" keeps a head from
+        # memorising training photos through 256 image-product features.
+        unknown = set(interactions) - set(self.INTERACTIONS)
+        if unknown or not interactions:
+            raise ValueError(f"ranking interactions {list(interactions)}: choose from "
+                             f"{', '.join(self.INTERACTIONS)}")
+        self.interactions = [name for name in self.INTERACTIONS if name in interactions]
         # Low-rank cross (W = U V): a full [F, F] matrix over F = 3D + 5 features costs
         # ~20 GFLOP per step at D=256 with 64 candidates per query.
         self.cross = tfrs.layers.dcn.Cross(projection_dim=cross_rank, name="cross")
@@ -39,14 +50,17 @@ class RankingHead(tf.keras.layers.Layer):
         similarities = tf.stack([tf.reduce_sum(query * fused, -1), tf.reduce_sum(query * text, -1),
                                  tf.reduce_sum(query * image, -1)], axis=-1)
         # Interaction features only: an item-only feature would let the head learn popularity.
-        features = tf.concat([query * fused, query * text, query * image, similarities, mask], axis=-1)
+        vectors = {"fused": fused, "text": text, "image": image}
+        features = tf.concat([query * vectors[name] for name in self.interactions]
+                             + [similarities, mask], axis=-1)
         hidden = self.cross(features)
         for layer in self.mlp:
             hidden = layer(hidden)
         return tf.squeeze(self.out(hidden), axis=-1) + similarities[..., 0] * self.similarity_scale
 
     def get_config(self):
-        return {**super().get_config(), "hidden_units": self.hidden_units, "cross_rank": self.cross_rank}
+        return {**super().get_config(), "hidden_units": self.hidden_units, "cross_rank": self.cross_rank,
+                "interactions": self.interactions}
 
 
 def select_candidates(num_queries: tf.Tensor, num_items: tf.Tensor, num_candidates: int,

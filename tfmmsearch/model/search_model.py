@@ -55,7 +55,8 @@ class MultimodalSearchModel(tfrs.Model):
         self.query_encoder = self.encoders.query
         self.item_tower = build_item_tower(text_dim, image_dim, config)
         self.query_tower = build_query_tower(query_dim, config)
-        self.ranking_head = RankingHead(config.ranking_hidden_units, name="ranking_head")
+        self.ranking_head = RankingHead(config.ranking_hidden_units,
+                                        interactions=config.ranking_interactions, name="ranking_head")
         self.retrieval_task = GlobalBatchRetrieval(
             remove_accidental_hits=config.remove_accidental_hits,
             logq_correction=config.logq_correction,
