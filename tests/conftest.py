@@ -87,19 +87,17 @@ def tiny_hub_cache(tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------- a tiny export
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_hub_cache) -> Path:
+def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None = None) -> Path:
     """config.yaml + final weights of an untrained tiny model over a 60-item synthetic catalog."""
     from tfmmsearch.config import load_config, save_config
     from tfmmsearch.training.train import FINAL_WEIGHTS, build_model, build_towers, cached_inputs
 
-    root = tmp_path_factory.mktemp("export_run")
     config = load_config(None, [
         f"data.work_dir={root / 'data'}", "data.synthetic.num_items=60", "data.image_size=64",
-        f"towers.hub_cache_dir={tiny_hub_cache}", "towers.image.image_size=64",
+        f"towers.hub_cache_dir={hub_cache}", "towers.image.image_size=64",
         "model.embedding_dim=16", f"export.base_dir={root / 'export'}", "export.model_name=tiny",
         "export.top_k=10",
-    ])
+    ] + list(overrides or []))
     run_dir = root / "run"
     run_dir.mkdir()
     save_config(config, run_dir / "config.yaml")
@@ -108,6 +106,12 @@ def tiny_run(tmp_path_factory, tiny_hub_cache) -> Path:
     model.build_heads()
     model.save_weights(str(run_dir / FINAL_WEIGHTS))
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_hub_cache) -> Path:
+    """An untrained tiny run (see `make_untrained_run`)."""
+    return make_untrained_run(tmp_path_factory.mktemp("export_run"), tiny_hub_cache)
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,8 @@ class ModelConfig:
     ranking_hidden_units: list[int] = field(default_factory=lambda: [64, 32])
     # item vectors the head multiplies element-wise with the query: fused, text, image
     ranking_interactions: list[str] = field(default_factory=lambda: ["fused", "text", "image"])
+    # the head also reads how many of the query's words the title spells out (model/lexical.py)
+    ranking_lexical: bool = False
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
 
     def __post_init__(self) -> None:

@@ -143,3 +143,20 @@ def test_shuffling_is_seeded_and_covers_every_pair_each_epoch(catalog):
     assert sorted(first) == expected
     assert order(seed=1) == first
     assert order(seed=2) != first
+
+
+def test_words_add_hashed_query_and_title_words(catalog):
+    from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
+
+    products, examples, items = catalog
+    dataset = training_dataset(examples, items, batch_size=BATCH, seed=0, image_size=SIZE,
+                               cached={"image_features": np.zeros((len(items), 3), np.float32)},
+                               shuffle=False, words=True)
+    spec = dataset.element_spec
+    assert spec["title_words"].shape.as_list() == [BATCH, MAX_TITLE_WORDS]
+    assert spec["query_words"].shape.as_list() == [BATCH, MAX_QUERY_WORDS]
+    titles = word_ids([p.title for p in products], MAX_TITLE_WORDS).numpy()
+    queries = word_ids(examples.query_texts, MAX_QUERY_WORDS).numpy()
+    for example, row in enumerate(elements(dataset)):
+        np.testing.assert_array_equal(row["title_words"], titles[examples.product_index[example]])
+        np.testing.assert_array_equal(row["query_words"], queries[examples.query_index[example]])

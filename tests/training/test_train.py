@@ -193,3 +193,23 @@ def test_trainable_towers_fine_tune_and_reload(tmp_path, tiny_config):
     size = config.towers.image.image_size
     images = tf.stack([read_image(tf.constant(str(p.image_path or "")), size) for p in products])
     assert np.abs(towers.encoders.image(images) - fresh.image(images)).max() > 1e-4
+
+
+# --------------------------------------------------------------------------- lexical ranking head
+
+
+def test_lexical_head_trains_on_word_coverage_and_reloads(tmp_path, tiny_config):
+    # Training batches then carry query and title words (compute_loss reads them).
+    config = tiny_config("model.ranking_lexical=true", "model.ranking_candidate_sampling=top_retrieved",
+                         "training.epochs=1")
+    run = TinyRun(config, tmp_path / "run", None)
+    run.result = train(config, run.run_dir, verbose=0)
+    assert_complete_run_dir(run)
+    assert np.isfinite(run.result.history["ranking_loss"]).all()
+    _, _, model = load_trained_model(run.run_dir)
+    assert model.ranking_head.lexical
+    dim = config.model.embedding_dim
+    vectors = [tf.fill([1, 2, dim], 0.1)] * 3
+    query, mask = tf.fill([1, 1, dim], 0.1), tf.ones([1, 2, 2])
+    scores = model.ranking_head(query, *vectors, mask, coverage=tf.constant([[0.0, 1.0]])).numpy()
+    assert scores[0, 0] != pytest.approx(scores[0, 1], abs=1e-6)  # only the coverage differs

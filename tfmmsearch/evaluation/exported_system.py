@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.evaluation.metrics import RETRIEVED
-from tfmmsearch.exporting.export import embed_items, latest_version_dir
+from tfmmsearch.exporting.export import assign_index, embed_items, latest_version_dir
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ class LoadedExport:
         if key == self._current:
             return
         arrays = self.index_arrays(titles, image_paths)
-        self.module.index.assign(
-            tf.constant([str(i) for i in range(len(titles))]), arrays["embedding"], arrays["text"],
-            arrays["image"], arrays["mask"], arrays["modality_weights"])
+        assign_index(self.module, [str(i) for i in range(len(titles))], arrays)
         self._current = key
 
     def signature(self, name: str):

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.data.pipeline import read_image
+from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
 
 _RERANK_OFFSET = 1e4
@@ -107,16 +108,25 @@ class TrainedModelSystem:
         queries = self.embed_queries(list(query_texts))
         scores = queries @ items["embedding"].T
         if self.rerank:
-            scores = self._rerank(scores, queries, items)
+            words = None
+            if self.model.ranking_head.lexical:  # a title the item is scored without has no words
+                words = (word_ids(list(query_texts), MAX_QUERY_WORDS).numpy(),
+                         word_ids([t if self.use_text else "" for t in titles], MAX_TITLE_WORDS).numpy())
+            scores = self._rerank(scores, queries, items, words)
         return scores
 
-    def _rerank(self, scores: np.ndarray, queries: np.ndarray, items: dict) -> np.ndarray:
+    def _rerank(self, scores: np.ndarray, queries: np.ndarray, items: dict,
+                words: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         k = min(self.rerank, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         reranked = scores.astype(np.float64)
         for start in range(0, len(queries), 64):
             rows = top[start:start + 64]
             candidates = {name: tf.constant(items[name][rows]) for name in ("embedding", "text", "image", "mask")}
-            head = self.model.rank(tf.constant(queries[start:start + 64])[:, None, :], candidates).numpy()
+            coverage = None
+            if words is not None:
+                coverage = query_coverage(words[0][start:start + 64][:, None, :], words[1][rows])
+            head = self.model.rank(tf.constant(queries[start:start + 64])[:, None, :], candidates,
+                                   coverage).numpy()
             np.put_along_axis(reranked[start:start + 64], rows, head + _RERANK_OFFSET, axis=1)
         return reranked

@@ -63,8 +63,9 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
                             for path in image_paths[first:first + batch_size]]
             result = index_outputs(title=tf.constant(chunk_titles, tf.string),
                                    image=tf.constant(chunk_images, tf.string))
-            for field in INDEX_FIELDS:
-                outputs[field].append(result[field].numpy())
+            lexical = "title_words" in result  # a lexical ranking head's export
+            for field in INDEX_FIELDS + (("title_words",) if lexical else ()):
+                outputs.setdefault(field, []).append(result[field].numpy())
             progress.update(len(chunk_titles))
     seconds = time.time() - start
     logger.info("embedded %d items in %.1f s (%.0f items/s)", len(titles), seconds,
@@ -80,10 +81,15 @@ def embed_catalog(index_outputs, products: list[Product], batch_size: int = 64,
                        [p.image_path for p in products], batch_size=batch_size, desc=desc)
 
 
-def assign_index(module, products: list[Product], arrays: dict[str, np.ndarray]) -> int:
-    return int(module.index.assign(
-        tf.constant([p.product_id for p in products]), arrays["embedding"], arrays["text"],
+def assign_index(module, product_ids: list[str], arrays: dict[str, np.ndarray]) -> int:
+    """Replaces a (possibly loaded) export's index with these items' `embed_items` arrays."""
+    size = int(module.index.assign(
+        tf.constant(product_ids), arrays["embedding"], arrays["text"],
         arrays["image"], arrays["mask"], arrays["modality_weights"]))
+    if hasattr(module.index, "assign_words"):  # a lexical head's index: words for every item
+        width = module.index.title_words.shape[1]
+        module.index.assign_words(arrays.get("title_words", np.zeros((size, width), np.int64)))
+    return size
 
 
 def write_version(module, base_dir: str | Path, signatures: dict, products: list[Product],
@@ -144,7 +150,7 @@ def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir:
     module = SearchModule(model, towers.encoders, config.towers.image.image_size,
                           top_k=top_k or config.export.top_k)
     arrays = embed_catalog(module.index_outputs, products)
-    size = assign_index(module, products, arrays)
+    size = assign_index(module, [p.product_id for p in products], arrays)
     logger.info("index of %d items from %s", size, source)
     return write_version(module, base_dir, module.signatures(), products, base_dir.name)
 
@@ -158,7 +164,7 @@ def reindex(base_dir: str | Path, catalog_dir: str | Path, on_bad_row: str = "er
     loaded = tf.saved_model.load(str(source))
     catalog = _catalog(catalog_dir, on_bad_row)
     arrays = embed_catalog(loaded.index_outputs, catalog.products, desc=f"indexing with v{source.name}")
-    size = assign_index(loaded, catalog.products, arrays)
+    size = assign_index(loaded, [p.product_id for p in catalog.products], arrays)
     logger.info("re-indexed %d items from %s with version %s", size, catalog.source, source.name)
     signatures = dict(loaded.signatures)
     return write_version(loaded, base_dir, signatures, catalog.products, base_dir.name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmmsearch.data.pipeline import decode_image
+from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 
 MODALITIES = ("text", "image")
 UNKNOWN_SCORE = -1e30  # `rank` score of a product id the index does not hold (see `known`)
@@ -27,7 +28,7 @@ def fingerprint(ids: tf.Tensor) -> tf.Tensor:
 class ItemIndex(tf.Module):
     """Item-tower outputs of a catalog, held in resizable variables."""
 
-    def __init__(self, dim: int, name: str = "index"):
+    def __init__(self, dim: int, title_words: int = 0, name: str = "index"):
         super().__init__(name=name)
 
         def variable(shape, dtype, label):
@@ -42,6 +43,17 @@ class ItemIndex(tf.Module):
         self.modality_weights = variable([len(MODALITIES)], tf.float32, "modality_weights")
         self.sorted_fingerprints = variable([], tf.int64, "sorted_fingerprints")
         self.sorted_positions = variable([], tf.int32, "sorted_positions")
+        if title_words:  # hashed title words, for a lexical ranking head (model/lexical.py)
+            self.title_words = variable([title_words], tf.int64, "title_words")
+            self.assign_words = tf.function(
+                self._assign_words, input_signature=[tf.TensorSpec([None, title_words], tf.int64)])
+
+    def _assign_words(self, title_words):
+        """Sets the items' title words; call right after `assign`, for the same items."""
+        tf.debugging.assert_equal(tf.shape(title_words)[0], self.size,
+                                  message="title_words must have one row per indexed item")
+        self.title_words.assign(title_words)
+        return tf.shape(title_words)[0]
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string), tf.TensorSpec([None, None], tf.float32),
@@ -99,7 +111,9 @@ class SearchModule(tf.Module):
         self.image_size = image_size
         self.top_k = top_k
         self.rerank_candidates = max(top_k, rerank_candidates)
-        self.index = ItemIndex(model.config.embedding_dim)
+        self.lexical = model.ranking_head.lexical
+        self.index = ItemIndex(model.config.embedding_dim,
+                               title_words=MAX_TITLE_WORDS if self.lexical else 0)
 
     # ------------------------------------------------------------------ building blocks
 
@@ -122,14 +136,19 @@ class SearchModule(tf.Module):
         k = tf.minimum(k, tf.shape(scores)[1])
         return tf.math.top_k(scores, k=k)
 
-    def _head_scores(self, query_embedding, positions):
+    def _head_scores(self, query, query_embedding, positions):
         index = self.index
         candidates = {"embedding": tf.gather(index.embeddings, positions),
                       "text": tf.gather(index.text, positions),
                       "image": tf.gather(index.image, positions),
                       "mask": tf.gather(index.mask, positions)}
+        coverage = None
+        if self.lexical:
+            coverage = query_coverage(word_ids(query, MAX_QUERY_WORDS)[:, None, :],
+                                      tf.gather(index.title_words, positions))
         return self.ranking_head(query_embedding[:, None, :], candidates["embedding"],
-                                 candidates["text"], candidates["image"], candidates["mask"])
+                                 candidates["text"], candidates["image"], candidates["mask"],
+                                 coverage=coverage)
 
     # ------------------------------------------------------------------ signatures
 
@@ -139,7 +158,7 @@ class SearchModule(tf.Module):
         embedding = self._query_embedding(query)
         similarities = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
         _, candidates = self._top(similarities, self.rerank_candidates)
-        head = self._head_scores(embedding, candidates)
+        head = self._head_scores(query, embedding, candidates)
         scores, order = self._top(head, self.top_k)
         positions = tf.gather(candidates, order, batch_dims=1)
         return {"product_ids": tf.gather(self.index.product_ids, positions),
@@ -159,7 +178,7 @@ class SearchModule(tf.Module):
         """Ranking-head scores of given indexed products; unknown ids score UNKNOWN_SCORE."""
         embedding = self._query_embedding(query)
         positions, known = self.index.lookup(product_ids)
-        scores = self._head_scores(embedding, positions)
+        scores = self._head_scores(query, embedding, positions)
         return {"scores": tf.where(known, scores, UNKNOWN_SCORE), "known": known}
 
     @tf.function(input_signature=[QUERY_SPEC])
@@ -177,7 +196,10 @@ class SearchModule(tf.Module):
     def index_outputs(self, title, image):
         """Everything the index stores for an item (used when (re-)indexing a catalog)."""
         outputs = self._item_outputs(title, image)
-        return {key: outputs[key] for key in ("embedding", "text", "image", "mask", "modality_weights")}
+        stored = {key: outputs[key] for key in ("embedding", "text", "image", "mask", "modality_weights")}
+        if self.lexical:
+            stored["title_words"] = word_ids(title, MAX_TITLE_WORDS)
+        return stored
 
     def signatures(self) -> dict:
         search = self.search.get_concrete_function()

@@ -19,10 +19,11 @@ class RankingHead(tf.keras.layers.Layer):
     INTERACTIONS = ("fused", "text", "image")
 
     def __init__(self, hidden_units=(64, 32), cross_rank: int = 32,
-                 interactions=INTERACTIONS, **kwargs):
+                 interactions=INTERACTIONS, lexical: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = list(hidden_units)
         self.cross_rank = cross_rank
+        self.lexical = bool(lexical)  # also reads the query's word coverage by the title
         # Which item vectors the head sees element-wise against the query (the three
         # similarities and the mask it always sees): leaving out "image" keeps a head from
         # memorising training photos through 256 image-product features.
@@ -42,8 +43,9 @@ class RankingHead(tf.keras.layers.Layer):
         self.similarity_scale = self.add_weight(
             name="similarity_scale", shape=(), initializer=tf.keras.initializers.Constant(10.0))
 
-    def call(self, query, fused, text, image, mask):
-        """query, fused, text, image: [..., D]; mask: [..., 2] (has title, has image)."""
+    def call(self, query, fused, text, image, mask, coverage=None):
+        """query, fused, text, image: [..., D]; mask: [..., 2] (has title, has image);
+        coverage: [...] share of the query's words in the title (lexical heads only)."""
         mask = tf.cast(mask, query.dtype)
         text = text * mask[..., 0:1]
         image = image * mask[..., 1:2]
@@ -51,8 +53,14 @@ class RankingHead(tf.keras.layers.Layer):
                                  tf.reduce_sum(query * image, -1)], axis=-1)
         # Interaction features only: an item-only feature would let the head learn popularity.
         vectors = {"fused": fused, "text": text, "image": image}
+        extra = []
+        if self.lexical:
+            if coverage is None:
+                raise ValueError("a lexical ranking head needs the query's word coverage")
+            # A title the item does not have (or that modality dropout hid) covers nothing.
+            extra = [tf.cast(coverage, query.dtype)[..., None] * mask[..., 0:1]]
         features = tf.concat([query * vectors[name] for name in self.interactions]
-                             + [similarities, mask], axis=-1)
+                             + [similarities, mask] + extra, axis=-1)
         hidden = self.cross(features)
         for layer in self.mlp:
             hidden = layer(hidden)
@@ -60,7 +68,7 @@ class RankingHead(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units, "cross_rank": self.cross_rank,
-                "interactions": self.interactions}
+                "interactions": self.interactions, "lexical": self.lexical}
 
 
 def select_candidates(num_queries: tf.Tensor, num_items: tf.Tensor, num_candidates: int,

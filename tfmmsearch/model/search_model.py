@@ -21,6 +21,7 @@ import tensorflow_recommenders as tfrs
 from tfmmsearch.config import ModelConfig
 from tfmmsearch.model.alignment import alignment_loss
 from tfmmsearch.model.grades import attribute_grades
+from tfmmsearch.model.lexical import query_coverage
 from tfmmsearch.model.ranking import (
     RankingHead,
     gains_as_targets,
@@ -56,7 +57,8 @@ class MultimodalSearchModel(tfrs.Model):
         self.item_tower = build_item_tower(text_dim, image_dim, config)
         self.query_tower = build_query_tower(query_dim, config)
         self.ranking_head = RankingHead(config.ranking_hidden_units,
-                                        interactions=config.ranking_interactions, name="ranking_head")
+                                        interactions=config.ranking_interactions,
+                                        lexical=config.ranking_lexical, name="ranking_head")
         self.retrieval_task = GlobalBatchRetrieval(
             remove_accidental_hits=config.remove_accidental_hits,
             logq_correction=config.logq_correction,
@@ -74,7 +76,8 @@ class MultimodalSearchModel(tfrs.Model):
         """Creates the ranking head's variables (it builds lazily) so checkpoints restore eagerly."""
         dim = self.config.embedding_dim
         zeros = tf.zeros([1, 1, dim])
-        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros, "mask": tf.ones([1, 1, 2])})
+        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros, "mask": tf.ones([1, 1, 2])},
+                  coverage=tf.zeros([1, 1]))
 
     # ------------------------------------------------------------------ towers on a batch
 
@@ -104,10 +107,11 @@ class MultimodalSearchModel(tfrs.Model):
                                 "has_title": features["has_title"], "has_image": features["has_image"]},
                                training=training)
 
-    def rank(self, query_embedding, items: dict) -> tf.Tensor:
-        """Ranking-head scores; query [..., D] broadcasts against item outputs [..., D]."""
+    def rank(self, query_embedding, items: dict, coverage=None) -> tf.Tensor:
+        """Ranking-head scores; query [..., D] broadcasts against item outputs [..., D].
+        `coverage` [...]: the query's word coverage by each title (a lexical head needs it)."""
         return self.ranking_head(query_embedding, items["embedding"], items["text"], items["image"],
-                                 items["mask"])
+                                 items["mask"], coverage=coverage if self.ranking_head.lexical else None)
 
     # ------------------------------------------------------------------ training objective
 
@@ -138,7 +142,11 @@ class MultimodalSearchModel(tfrs.Model):
                                                 features["item_attributes"]), columns, batch_dims=1)
             candidates = {key: tf.gather(value, columns) for key, value in items.items()
                           if key in ("embedding", "text", "image", "mask")}
-            rank_scores = self.rank(queries[:, None, :], candidates)
+            coverage = None
+            if self.ranking_head.lexical:
+                coverage = query_coverage(features["query_words"][:, None, :],
+                                          tf.gather(features["title_words"], columns))
+            rank_scores = self.rank(queries[:, None, :], candidates, coverage)
             ranking = self.ranking_task(labels=gains_as_targets(grades), predictions=rank_scores)
             ranking = ranking / tf.cast(tf.shape(queries)[0] * _replicas(), ranking.dtype)
 

@@ -11,14 +11,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.data.pipeline import read_image
+from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
 from tfmmsearch.training.examples import TrainingExamples
 from tfmmsearch.training.feature_cache import ItemTable
 
 
 def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size: int, seed: int,
                      image_size: int, cached: dict[str, np.ndarray] | None = None,
-                     shuffle: bool = True) -> tf.data.Dataset:
-    """Batches of pair features. `cached` may hold query_features / title_features / image_features."""
+                     shuffle: bool = True, words: bool = False) -> tf.data.Dataset:
+    """Batches of pair features. `cached` may hold query_features / title_features / image_features;
+    `words` adds hashed query and title words for a lexical ranking head."""
     cached = cached or {}
     table = {
         "product_id": tf.constant(items.product_ids),
@@ -31,6 +33,9 @@ def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size
         query_table["query_features"] = tf.constant(cached["query_features"])
     else:
         query_table["query"] = tf.constant(examples.query_texts)
+    if words:
+        table["title_words"] = word_ids(items.titles, MAX_TITLE_WORDS)
+        query_table["query_words"] = word_ids(examples.query_texts, MAX_QUERY_WORDS)
     if "title_features" in cached:
         table["title_features"] = tf.constant(cached["title_features"])
     else:

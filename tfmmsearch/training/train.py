@@ -276,7 +276,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     batch_size = min(config.training.batch_size, len(examples))
     dataset = training_dataset(examples, train_items, batch_size=batch_size,
                                seed=config.training.seed, image_size=config.towers.image.image_size,
-                               cached=train_cached)
+                               cached=train_cached, words=config.model.ranking_lexical)
     steps_per_epoch = len(examples) // batch_size
     logger.info("training on %d pairs (%d queries, %d products), batch %d, %d steps/epoch, "
                 "cached inputs: %s", len(examples), len(examples.query_texts), len(train_products),
