@@ -113,6 +113,13 @@ def assert_complete_run_dir(run: TinyRun) -> dict:
     return metrics
 
 
+def train_complete_run(config, run_dir: Path) -> TinyRun:
+    """Trains `config` into run_dir and checks the run directory is complete."""
+    run = TinyRun(config, run_dir, train(config, run_dir, verbose=0))
+    assert_complete_run_dir(run)
+    return run
+
+
 def assert_reload_matches_training(run: TinyRun, reloaded=None):
     """The projector holds item embeddings written by the in-memory trained model."""
     config, towers, model = reloaded or load_trained_model(run.run_dir)
@@ -177,9 +184,7 @@ def test_load_trained_model_without_weights_says_how_to_train(tmp_path):
 def test_trainable_towers_fine_tune_and_reload(tmp_path, tiny_config):
     config = tiny_config("towers.text.trainable=full", "towers.image.trainable=true",
                          "data.queries.max_positives_per_query=1")
-    run = TinyRun(config, tmp_path / "run", None)
-    run.result = train(config, run.run_dir, verbose=0)
-    assert_complete_run_dir(run)
+    run = train_complete_run(config, tmp_path / "run")
     history = run.result.history
     assert history["retrieval_loss"][-1] < history["retrieval_loss"][0]
 
@@ -202,9 +207,7 @@ def test_lexical_head_trains_on_word_coverage_and_reloads(tmp_path, tiny_config)
     # Training batches then carry query and title words (compute_loss reads them).
     config = tiny_config("model.ranking_lexical=true", "model.ranking_candidate_sampling=top_retrieved",
                          "training.epochs=1")
-    run = TinyRun(config, tmp_path / "run", None)
-    run.result = train(config, run.run_dir, verbose=0)
-    assert_complete_run_dir(run)
+    run = train_complete_run(config, tmp_path / "run")
     assert np.isfinite(run.result.history["ranking_loss"]).all()
     _, _, model = load_trained_model(run.run_dir)
     assert model.ranking_head.lexical
