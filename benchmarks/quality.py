@@ -90,15 +90,19 @@ class Stopwatch:
 
 
 class RecordingSystem:
-    """Wraps a SearchSystem and keeps the top 100 of its attribute-task rankings (curves, errors)."""
+    """Wraps a SearchSystem and keeps the top 100 of its attribute-task rankings (curves, errors).
 
-    def __init__(self, system):
+    Only calls with the attribute queries count: title_to_image also scores image-only items,
+    with product titles as queries."""
+
+    def __init__(self, system, attribute_queries: list[str]):
         self.system, self.name = system, system.name
+        self.attribute_queries = list(attribute_queries)
         self.top_k: dict[str, np.ndarray] = {}
 
     def score(self, query_texts, titles, image_paths, item_mode):
         scores = self.system.score(query_texts, titles, image_paths, item_mode)
-        if item_mode in (FULL, IMAGE_ONLY):
+        if item_mode in (FULL, IMAGE_ONLY) and list(query_texts) == self.attribute_queries:
             self.top_k[item_mode] = top_k_indices(np.asarray(scores))
         return scores
 
@@ -257,11 +261,12 @@ def main(argv=None) -> int:
                                  "serving_default"),
             ExportedSearchSystem("concat fusion retrieval (export retrieve)", concat_export, "retrieve"),
         ]
-        recorded = [RecordingSystem(system) for system in systems]
+        answerable = (grades >= RELEVANT_GRADE).any(axis=1)
+        recorded = [RecordingSystem(system, [q.text for q, kept in zip(queries, answerable) if kept])
+                    for system in systems]
         rows = evaluate_all(recorded, [q.text for q in queries], grades, titles, image_paths,
                             max_t2i_queries=args.t2i_queries, seed=0)
     rows = [row.to_dict() for row in rows]
-    answerable = (grades >= RELEVANT_GRADE).any(axis=1)
     curves = {system.name: metric_curves(system.top_k[FULL], grades[answerable], CURVE_KS)
               for system in recorded if FULL in system.top_k}
     answerable_queries = [query for query, kept in zip(queries, answerable) if kept]

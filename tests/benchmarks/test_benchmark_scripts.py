@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -25,6 +26,22 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_recording_keeps_the_attribute_queries_rankings_only():
+    # title_to_image also scores image-only items (with titles as queries): it must not
+    # replace the image_only attribute ranking the error analysis reads.
+    class Fixed:
+        name = "fixed"
+
+        def score(self, query_texts, titles, image_paths, item_mode):
+            order = np.arange(len(titles), dtype=np.float32)
+            return np.tile(order if query_texts[0] == "navy tees" else -order, (len(query_texts), 1))
+
+    recording = _script("quality").RecordingSystem(Fixed(), ["navy tees", "red caps"])
+    recording.score(["navy tees", "red caps"], [""] * 5, ["a"] * 5, "image_only")
+    recording.score(["Men Navy Tee", "Red Cap"], [""] * 5, ["a"] * 5, "image_only")
+    np.testing.assert_array_equal(recording.top_k["image_only"][:, 0], [4, 4])
 
 
 @pytest.fixture(scope="module")
