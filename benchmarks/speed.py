@@ -94,7 +94,7 @@ def training_throughput(config, rounds: int, batch_size: int, num_products: int)
     setups = {}
     for name, inputs in (("cached", cached), ("towers every step", {})):
         dataset = training_dataset(examples, items, batch_size=batch_size, seed=0, image_size=size,
-                                   cached=inputs).repeat()
+                                   cached=inputs, words=config.model.ranking_lexical).repeat()
         model = build_model(config, towers, set(inputs))
         model.compile(optimizer=_optimizer(config, 100))
         iterator = iter(dataset)

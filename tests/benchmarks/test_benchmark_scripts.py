@@ -48,7 +48,10 @@ def test_recording_keeps_the_attribute_queries_rankings_only():
 def quality_run(tmp_path_factory, tiny_hub_cache):
     root = tmp_path_factory.mktemp("bench")
     config_path = root / "tiny.yaml"
-    save_config(make_tiny_config(tiny_hub_cache, root / "unused"), config_path)
+    # The Myntra config's head options, so both scripts run the code paths the real run takes.
+    save_config(make_tiny_config(tiny_hub_cache, root / "unused", [
+        "model.ranking_lexical=true", "model.ranking_candidate_sampling=top_retrieved",
+        "model.projection_dropout=0.2", "towers.image.colour_histogram_bins=2"]), config_path)
     code = _script("quality").main(["--config", str(config_path), "--out", str(root / "out"),
                                     "--results", str(root / "results"), "--max-queries", "40",
                                     "--t2i-queries", "25"])
