@@ -35,11 +35,11 @@ def query_coverage(query_words: tf.Tensor, item_words: tf.Tensor) -> tf.Tensor:
     query_words = tf.cast(query_words, tf.int64)
     item_words = tf.cast(item_words, tf.int64)
     present = query_words > 0
-    # A repeated query word counts once: keep only its first occurrence.
-    earlier = tf.linalg.band_part(tf.ones([tf.shape(query_words)[-1]] * 2, tf.bool), 0, -1)
-    earlier = tf.logical_and(earlier, tf.logical_not(tf.eye(tf.shape(query_words)[-1], dtype=tf.bool)))
+    # A repeated query word counts once: keep only its first occurrence. earlier[i, j]: j < i.
+    width = tf.shape(query_words)[-1]
+    earlier = tf.linalg.band_part(tf.ones([width, width]), -1, 0) - tf.eye(width) > 0
     repeated = tf.reduce_any(tf.logical_and(
-        tf.equal(query_words[..., :, None], query_words[..., None, :]), tf.transpose(earlier)), axis=-1)
+        tf.equal(query_words[..., :, None], query_words[..., None, :]), earlier), axis=-1)
     distinct = tf.logical_and(present, tf.logical_not(repeated))
     found = tf.reduce_any(tf.equal(query_words[..., :, None], item_words[..., None, :]), axis=-1)
     found = tf.logical_and(found, distinct)
