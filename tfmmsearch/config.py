@@ -138,6 +138,11 @@ class LossWeightsConfig:
     retrieval: float = 1.0
     alignment: float = 0.1
     ranking: float = 0.5
+    # Retrieval of each item seen through one modality only (its image vector, its title
+    # vector): with modality dropout only some items train the photo-only path per step;
+    # these terms train it on every item (items lacking the modality use their fused vector).
+    image_retrieval: float = 0.0
+    text_retrieval: float = 0.0
 
 
 @dataclass

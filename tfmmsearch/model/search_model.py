@@ -6,6 +6,8 @@ model takes whichever the batch carries. The loss is the config-weighted sum of
   retrieval  - in-batch softmax over the global batch (learnable temperature, logQ
                correction, accidental-hit removal, other relevant items masked),
   alignment  - title<->image contrastive on items with both modalities,
+  image / text retrieval (optional) - the same retrieval loss against each item's
+               image-only / title-only vector, so the single-modality paths train every step,
   ranking    - listwise loss of the ranking head over retrieved in-batch candidates,
                labelled with graded relevance from attributes.
 """
@@ -68,9 +70,12 @@ class MultimodalSearchModel(tfrs.Model):
             name="log_temperature", shape=(),
             initializer=tf.keras.initializers.Constant(math.log(config.temperature)),
             trainable=config.learn_temperature)
+        # Single-modality retrieval losses are logged only when they train.
+        self.single_modalities = [name for name in ("image", "text")
+                                  if getattr(config.loss_weights, f"{name}_retrieval") > 0]
         self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in (
-            "retrieval_loss", "alignment_loss", "ranking_loss", "temperature",
-            "text_weight", "image_weight")}
+            "retrieval_loss", *[f"{m}_retrieval_loss" for m in self.single_modalities],
+            "alignment_loss", "ranking_loss", "temperature", "text_weight", "image_weight")}
 
     def build_heads(self) -> None:
         """Creates the ranking head's variables (it builds lazily) so checkpoints restore eagerly."""
@@ -103,9 +108,11 @@ class MultimodalSearchModel(tfrs.Model):
 
     def embed_items(self, features, training=False) -> dict:
         title, image = self.item_features(features, training)
+        return self._item_tower(title, image, features["has_title"], features["has_image"], training)
+
+    def _item_tower(self, title, image, has_title, has_image, training=False) -> dict:
         return self.item_tower({"title_features": title, "image_features": image,
-                                "has_title": features["has_title"], "has_image": features["has_image"]},
-                               training=training)
+                                "has_title": has_title, "has_image": has_image}, training=training)
 
     def rank(self, query_embedding, items: dict, coverage=None) -> tf.Tensor:
         """Ranking-head scores; query [..., D] broadcasts against item outputs [..., D].
@@ -118,14 +125,28 @@ class MultimodalSearchModel(tfrs.Model):
     def compute_loss(self, features, training=False) -> tf.Tensor:
         weights = self.config.loss_weights
         queries = self.embed_queries(features, training)
-        items = self.embed_items(features, training)
+        title, image = self.item_features(features, training)
+        has = {"text": features["has_title"], "image": features["has_image"]}
+        items = self._item_tower(title, image, has["text"], has["image"], training)
         temperature = self.temperature
 
-        retrieval = self.retrieval_task(
-            queries, items["embedding"], features["product_id"], temperature,
-            sampling_probability=features.get("sampling_probability"),
-            query_attributes=features.get("query_attributes"),
-            candidate_attributes=features.get("item_attributes"))
+        def retrieval_against(candidates):
+            return self.retrieval_task(
+                queries, candidates, features["product_id"], temperature,
+                sampling_probability=features.get("sampling_probability"),
+                query_attributes=features.get("query_attributes"),
+                candidate_attributes=features.get("item_attributes"))
+
+        retrieval = retrieval_against(items["embedding"])
+        single = {}
+        for name in self.single_modalities:
+            # The item tower again with the other modality hidden (towers on features are
+            # cheap); items lacking this modality keep their full embedding.
+            only = {key: tf.logical_and(tf.cast(value, tf.bool), key == name)
+                    for key, value in has.items()}
+            view = self._item_tower(title, image, only["text"], only["image"], training)
+            single[name] = retrieval_against(tf.where(only[name][:, None], view["embedding"],
+                                                      items["embedding"]))
 
         alignment = alignment_loss(items["text"], items["image"], items["mask"], temperature)
 
@@ -154,13 +175,16 @@ class MultimodalSearchModel(tfrs.Model):
         # Metric results are summed over replicas: retrieval and ranking are already per-replica
         # shares of a global mean; replica-wide values are scaled so their sum is their mean.
         share = 1.0 / _replicas()
-        for name, value in (("retrieval_loss", retrieval), ("alignment_loss", alignment * share),
+        for name, value in (("retrieval_loss", retrieval),
+                            *[(f"{m}_retrieval_loss", single[m]) for m in self.single_modalities],
+                            ("alignment_loss", alignment * share),
                             ("ranking_loss", ranking), ("temperature", temperature * share),
                             ("text_weight", mean_weights[0] * share),
                             ("image_weight", mean_weights[1] * share)):
             self.trackers[name].update_state(value)
         return (weights.retrieval * retrieval + weights.alignment * alignment / _replicas()
-                + weights.ranking * ranking)
+                + weights.ranking * ranking
+                + sum(getattr(weights, f"{m}_retrieval") * single[m] for m in single))
 
     @property
     def metrics(self):
