@@ -58,6 +58,11 @@ def _ids(dataset) -> list[str]:
     return [pid.decode() for batch in dataset for pid in batch["product_id"].numpy()]
 
 
+def _centre(image: np.ndarray) -> np.ndarray:
+    """The 4x4 middle of an image: the photo itself, whatever margins letterboxing added."""
+    return image[SIZE // 2 - 2:SIZE // 2 + 2, SIZE // 2 - 2:SIZE // 2 + 2]
+
+
 def _number(product_id: bytes) -> int:
     return int(product_id.decode()[1:])
 
@@ -88,9 +93,8 @@ def test_pixels_are_the_item_colour_in_unit_range_and_missing_images_are_zero(ca
             else:
                 assert has_image
                 expected = np.array(colour_of(number), np.float32) / 255.0
-                centre = image[SIZE // 2 - 2:SIZE // 2 + 2, SIZE // 2 - 2:SIZE // 2 + 2]
-                np.testing.assert_allclose(centre, np.broadcast_to(expected, centre.shape),
-                                           atol=0.03)  # non-square photos get white margins
+                np.testing.assert_allclose(_centre(image), np.broadcast_to(expected, (4, 4, 3)),
+                                           atol=0.03)
             checked.add(number)
     assert checked == set(range(10))
 
@@ -187,8 +191,7 @@ def test_pairs_join_each_query_with_its_product(catalog):
             pixels = item["image"][index].numpy()
             expected = (np.zeros(3) if number in NO_IMAGE
                         else np.array(colour_of(number), np.float32) / 255.0)
-            centre = pixels[SIZE // 2 - 2:SIZE // 2 + 2, SIZE // 2 - 2:SIZE // 2 + 2]
-            np.testing.assert_allclose(centre.mean(axis=(0, 1)), expected, atol=0.03)
+            np.testing.assert_allclose(_centre(pixels).mean(axis=(0, 1)), expected, atol=0.03)
             joined.append(query.decode())
     assert sorted(joined) == sorted(query for query, _ in pairs)
     with pytest.raises(CatalogError, match=r"pair 1 .*'p77'"):
@@ -198,8 +201,8 @@ def test_pairs_join_each_query_with_its_product(catalog):
 
 def test_decode_image_letterboxes_on_white_keeping_the_aspect_ratio():
     # A black 2x4 (portrait) photo -> a square with the photo centred and white side margins.
-    jpeg = tf.io.encode_png(tf.zeros([4, 2, 3], tf.uint8)).numpy()
-    image = decode_image(tf.constant(jpeg), 8).numpy()
+    portrait = tf.io.encode_png(tf.zeros([4, 2, 3], tf.uint8)).numpy()
+    image = decode_image(tf.constant(portrait), 8).numpy()
     assert image.shape == (8, 8, 3)
     np.testing.assert_allclose(image[:, 3:5], 0.0, atol=1e-6)  # the photo, unstretched
     np.testing.assert_allclose(image[:, [0, 7]], 1.0, atol=1e-6)  # white margins
