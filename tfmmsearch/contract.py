@@ -1,0 +1,144 @@
+"""The export contract: what training, the serving graph, the clients and the tests agree on.
+
+One place for the facts every layer of the package must read the same way: the serving
+signatures (names, inputs, outputs, dtypes), the fields the in-graph index stores, the order
+of the modalities, when an item "has a title", how product ids are fingerprinted, and how a
+TF Serving model base path lays out its versions. Everything else imports these names
+instead of retyping them, so a change here is a change everywhere.
+
+This module is a leaf: it imports nothing from tfmmsearch, and TensorFlow only inside the
+functions that build tensors (the REST client and the config tools stay light).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# --------------------------------------------------------------------------- modalities
+
+MODALITIES = ("text", "image")  # order of modality_weights / mask columns everywhere
+
+# --------------------------------------------------------------------------- the title rule
+
+# A title is present when it holds a character other than these (ASCII whitespace). Python's
+# str.strip() also strips Unicode spaces and tf.strings.strip does not, so both sides use this
+# set explicitly: a title of "\u00a0" counts as present in training and in the graph alike.
+TITLE_WHITESPACE = " \t\n\r\f\v"
+
+
+def has_title(title: str | None) -> bool:
+    """Whether an item's title counts as present (Python side of the rule)."""
+    return bool(title) and bool(title.strip(TITLE_WHITESPACE))
+
+
+def has_title_tensor(titles):
+    """The same rule on a string tensor (any shape) -> bool tensor; core TF ops only."""
+    import tensorflow as tf
+
+    blank = "[" + "".join(f"\\x{ord(c):02x}" for c in TITLE_WHITESPACE) + "]*"
+    return tf.logical_not(tf.strings.regex_full_match(titles, blank))
+
+
+# --------------------------------------------------------------------------- product ids
+
+FINGERPRINT_BUCKETS = 2**62  # 62-bit fingerprints: collisions are checked by a string compare
+
+
+def fingerprint(ids):
+    """int64 fingerprints of string product ids (sorted lookup in the index, id gathering)."""
+    import tensorflow as tf
+
+    return tf.strings.to_hash_bucket_fast(ids, FINGERPRINT_BUCKETS)
+
+
+UNKNOWN_SCORE = -1e30  # `rank` score of a product id the index does not hold (see `known`)
+
+# --------------------------------------------------------------------------- the index
+
+INDEX_FIELDS = ("embedding", "text", "image", "mask", "modality_weights")  # per item, float32
+LEXICAL_FIELD = "title_words"  # int64 hashed title words, only for a lexical ranking head
+
+# --------------------------------------------------------------------------- signatures
+
+DEFAULT_SIGNATURE = "serving_default"
+
+# signature -> input name -> (dtype, shape); dict order is the positional order.
+SIGNATURE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
+    "serving_default": {"query": ("string", (None,))},
+    "search": {"query": ("string", (None,))},
+    "retrieve": {"query": ("string", (None,))},
+    "rank": {"query": ("string", (None,)), "product_ids": ("string", (None, None))},
+    "embed_query": {"query": ("string", (None,))},
+    "embed_item": {"title": ("string", (None,)), "image": ("string", (None,))},
+}
+
+# signature -> output name -> dtype. REST answers carry no dtypes, so clients read them here.
+SIGNATURE_OUTPUTS: dict[str, dict[str, str]] = {
+    "serving_default": {"product_ids": "string", "scores": "float32", "modality_weights": "float32"},
+    "search": {"product_ids": "string", "scores": "float32", "modality_weights": "float32"},
+    "retrieve": {"product_ids": "string", "scores": "float32"},
+    "rank": {"scores": "float32", "known": "bool"},
+    "embed_query": {"embedding": "float32"},
+    "embed_item": {"embedding": "float32", "modality_weights": "float32"},
+}
+
+# String inputs that hold raw bytes: sent as {"b64": ...} over REST, as TF Serving requires.
+BINARY_INPUTS = frozenset({"image"})
+
+SEARCH_SIGNATURES = ("serving_default", "retrieve")  # the ones that return ranked product ids
+
+
+def input_signature(signature: str) -> list:
+    """`tf.TensorSpec`s of a signature's inputs, in order (for `tf.function(input_signature=)`)."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec(shape, getattr(tf, dtype), name=name)
+            for name, (dtype, shape) in SIGNATURE_INPUTS[signature].items()]
+
+
+# --------------------------------------------------------------------------- versions on disk
+
+
+def is_saved_model(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
+
+
+def list_versions(base_dir: str | Path) -> dict[int, Path]:
+    """Integer version folders holding a SavedModel under a TF Serving base path, by number.
+
+    TF Serving serves exactly these; hidden temporaries (`.tmp-*`) and other folders are not
+    versions.
+    """
+    base = Path(base_dir)
+    if not base.is_dir():
+        return {}
+    return {int(child.name): child for child in sorted(base.iterdir())
+            if child.is_dir() and child.name.isdigit() and is_saved_model(child)}
+
+
+def resolve_version_dir(path: str | Path) -> Path:
+    """`path` itself when it is a SavedModel, else the latest version under a base path."""
+    path = Path(path)
+    if is_saved_model(path):
+        return path
+    versions = list_versions(path)
+    if not versions:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such directory")
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: not a directory")
+        found = sorted(child.name for child in path.iterdir())[:10]
+        raise FileNotFoundError(
+            f"{path}: neither a SavedModel (no saved_model.pb) nor a TF Serving base path with "
+            f"integer version folders holding one (found: {', '.join(found) or 'nothing'}); "
+            f"create one with: tfmmsearch export --run RUN_DIR --base {path}")
+    return versions[max(versions)]
+
+
+def base_dir_of(path: str | Path) -> Path:
+    """The model base path for `path`: itself, or its parent when `path` is a version folder."""
+    path = Path(path)
+    if path.name.isdigit() and is_saved_model(path):
+        return path.parent
+    return path
