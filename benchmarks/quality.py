@@ -48,7 +48,8 @@ from tfmmsearch.evaluation.report import markdown_table, text_table
 from tfmmsearch.evaluation.zero_shot import ZeroShotTextSystem
 from tfmmsearch.exporting.export import export
 from tfmmsearch.logs import setup_logging
-from tfmmsearch.training.train import FINAL_WEIGHTS, load_trained_model, train
+from tfmmsearch.model.build import RUN_WEIGHTS, load_trained_model
+from tfmmsearch.training.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plots import line_plot  # noqa: E402
@@ -109,7 +110,7 @@ class RecordingSystem:
 
 def train_variant(config, run_dir: Path):
     """Trains unless run_dir already holds this config's final weights (reuse on rerun)."""
-    weights = run_dir / (FINAL_WEIGHTS + ".index")
+    weights = run_dir / (RUN_WEIGHTS + ".index")
     saved = run_dir / "config.yaml"
     if weights.is_file() and saved.is_file():
         previous = load_config(saved)
@@ -236,9 +237,8 @@ def main(argv=None) -> int:
     image_paths = [str(p.image_path) if p.image_path else "" for p in test_products]
     grades = grade_matrix(queries, test_products, config.data.attributes)
     with watch.stage("evaluate"):
-        _, towers, model = load_trained_model(out / "attention")
-        memo = EncoderMemo(towers.encoders, config.towers.image.image_size)
-        size = config.towers.image.image_size
+        _, model = load_trained_model(out / "attention")
+        memo = EncoderMemo(model.encoders, model.image_size)
         attention_export = LoadedExport(exports["attention"])
         concat_export = LoadedExport(exports["concat"])
         headline = "tfmmsearch attention fusion + ranking head (export serving_default)"
@@ -247,16 +247,14 @@ def main(argv=None) -> int:
         text_only_head = "text only + ranking head (ablation)"
         systems = [
             BM25System("BM25 over titles"),
-            ZeroShotTextSystem(f"{config.towers.text.encoder} zero-shot over titles", towers.encoders.text,
-                               towers.encoders.query),
+            ZeroShotTextSystem(f"{config.towers.text.encoder} zero-shot over titles", model.encoders.text,
+                               model.encoders.query),
             ExportedSearchSystem(headline, attention_export, "serving_default"),
             ExportedSearchSystem(fused_retrieval, attention_export, "retrieve"),
-            TrainedModelSystem(text_only, model, towers.encoders, size, use_image=False, rerank=0,
-                               memo=memo),
-            TrainedModelSystem(text_only_head, model, towers.encoders, size,
-                               use_image=False, memo=memo),
+            TrainedModelSystem(text_only, model, use_image=False, rerank=0, memo=memo),
+            TrainedModelSystem(text_only_head, model, use_image=False, memo=memo),
             TrainedModelSystem("image only (ablation of the attention model, retrieval)", model,
-                               towers.encoders, size, use_text=False, rerank=0, memo=memo),
+                               use_text=False, rerank=0, memo=memo),
             ExportedSearchSystem("concat fusion + ranking head (export serving_default)", concat_export,
                                  "serving_default"),
             ExportedSearchSystem("concat fusion retrieval (export retrieve)", concat_export, "retrieve"),

@@ -36,12 +36,14 @@ import tfmmsearch  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 import tensorflow as tf
 from tfmmsearch.config import load_config
 from tfmmsearch.data.prepare import prepare_data, resolve_catalog_dir
-from tfmmsearch.exporting.export import latest_version_dir, list_versions, reindex
+from tfmmsearch.contract import list_versions, resolve_version_dir
+from tfmmsearch.exporting.export import reindex
 from tfmmsearch.logs import setup_logging
 from tfmmsearch.training.datasets import training_dataset
 from tfmmsearch.training.examples import AttributeIds, build_examples
-from tfmmsearch.training.feature_cache import ItemTable, encode_images, encode_texts
-from tfmmsearch.training.train import _optimizer, build_model, build_towers
+from tfmmsearch.model.feature_cache import ItemTable, encode_images, encode_texts
+from tfmmsearch.model.build import build_encoders, build_model
+from tfmmsearch.training.train import _optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plots import line_plot  # noqa: E402
@@ -82,20 +84,20 @@ def training_throughput(config, rounds: int, batch_size: int, num_products: int)
     examples = build_examples(prepared.queries["train"], products, config.data.attributes,
                               max_per_query=config.data.queries.max_positives_per_query,
                               seed=0, attribute_ids=attribute_ids)
-    towers = build_towers(config)
+    encoders = build_encoders(config)
     size = config.towers.image.image_size
     logger.info("training throughput: %d pairs over %d products, batch %d; encoding the cached "
                 "features of this subset first", len(examples), len(products), batch_size)
     cached = {
-        "title_features": encode_texts(towers.encoders.text, items.titles, desc="titles"),
-        "image_features": encode_images(towers.encoders.image, items.image_paths, size, desc="images"),
-        "query_features": encode_texts(towers.encoders.query, examples.query_texts, desc="queries"),
+        "title_features": encode_texts(encoders.text, items.titles, desc="titles"),
+        "image_features": encode_images(encoders.image, items.image_paths, size, desc="images"),
+        "query_features": encode_texts(encoders.query, examples.query_texts, desc="queries"),
     }
     setups = {}
     for name, inputs in (("cached", cached), ("towers every step", {})):
         dataset = training_dataset(examples, items, batch_size=batch_size, seed=0, image_size=size,
                                    cached=inputs, words=config.model.ranking_lexical).repeat()
-        model = build_model(config, towers, set(inputs))
+        model = build_model(config, encoders)  # batches without cached features run the encoders
         model.compile(optimizer=_optimizer(config, 100))
         iterator = iter(dataset)
         step = tf.function(model.train_step)  # one optimizer step, as fit() runs it
@@ -129,7 +131,7 @@ def reindexing(export_base: Path, catalog_dir: str, work: Path) -> tuple[dict, P
     """Copies the export's latest version and re-indexes the catalog with `tfmmsearch.reindex`."""
     base = work / "reindex"
     shutil.rmtree(base, ignore_errors=True)
-    source = latest_version_dir(export_base)
+    source = resolve_version_dir(export_base)
     shutil.copytree(source, base / "1")
     start = time.perf_counter()
     version_dir = reindex(base, catalog_dir, on_bad_row="skip")
@@ -304,7 +306,7 @@ def run_section(args, config, export_base: Path, work: Path) -> dict:
     import tensorflow_text  # noqa: F401
 
     reindexed = work / "reindex"
-    version_dir = latest_version_dir(export_base if args.skip_reindex or not list_versions(reindexed)
+    version_dir = resolve_version_dir(export_base if args.skip_reindex or not list_versions(reindexed)
                                      else reindexed)
     module = tf.saved_model.load(str(version_dir))
     queries = [q.text for q in prepare_data(config, progress=False).queries["test"]]

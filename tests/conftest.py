@@ -90,7 +90,7 @@ def tiny_hub_cache(tmp_path_factory) -> Path:
 def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None = None) -> Path:
     """config.yaml + final weights of an untrained tiny model over a 60-item synthetic catalog."""
     from tfmmsearch.config import load_config, save_config
-    from tfmmsearch.training.train import FINAL_WEIGHTS, build_model, build_towers, cached_inputs
+    from tfmmsearch.model.build import RUN_WEIGHTS, build_model
 
     config = load_config(None, [
         f"data.work_dir={root / 'data'}", "data.synthetic.num_items=60", "data.image_size=64",
@@ -101,10 +101,9 @@ def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None 
     run_dir = root / "run"
     run_dir.mkdir()
     save_config(config, run_dir / "config.yaml")
-    towers = build_towers(config)
-    model = build_model(config, towers, cached_inputs(config, towers))
+    model = build_model(config)
     model.build_heads()
-    model.save_weights(str(run_dir / FINAL_WEIGHTS))
+    model.save_weights(str(run_dir / RUN_WEIGHTS))
     return run_dir
 
 

@@ -18,7 +18,7 @@ _ENTRYPOINTS = {
     "load_config": "tfmmsearch.config",
     "prepare_data": "tfmmsearch.data.prepare",
     "train": "tfmmsearch.training.train",
-    "load_trained_model": "tfmmsearch.training.train",
+    "load_trained_model": "tfmmsearch.model.build",
     "evaluate": "tfmmsearch.evaluation.evaluate",
     "export": "tfmmsearch.exporting.export",
     "reindex": "tfmmsearch.exporting.export",

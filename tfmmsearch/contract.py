@@ -2,7 +2,7 @@
 
 One place for the facts every layer of the package must read the same way: the serving
 signatures (names, inputs, outputs, dtypes), the fields the in-graph index stores, the order
-of the modalities, when an item "has a title", how product ids are fingerprinted, and how a
+of the modalities, when an item "has a title" (and a query has text), how product ids are fingerprinted, and how a
 TF Serving model base path lays out its versions. Everything else imports these names
 instead of retyping them, so a change here is a change everywhere.
 
@@ -18,25 +18,26 @@ from pathlib import Path
 
 MODALITIES = ("text", "image")  # order of modality_weights / mask columns everywhere
 
-# --------------------------------------------------------------------------- the title rule
+# --------------------------------------------------------------------------- the text rule
 
-# A title is present when it holds a character other than these (ASCII whitespace). Python's
+# A title (or a query) is present when it holds a character other than these (ASCII
+# whitespace): an item without one is a photo-only item, a query without one finds nothing. Python's
 # str.strip() also strips Unicode spaces and tf.strings.strip does not, so both sides use this
 # set explicitly: a title of "\u00a0" counts as present in training and in the graph alike.
-TITLE_WHITESPACE = " \t\n\r\f\v"
+TEXT_WHITESPACE = " \t\n\r\f\v"
 
 
-def has_title(title: str | None) -> bool:
-    """Whether an item's title counts as present (Python side of the rule)."""
-    return bool(title) and bool(title.strip(TITLE_WHITESPACE))
+def has_text(text: str | None) -> bool:
+    """Whether a title or query counts as present (Python side of the rule)."""
+    return bool(text) and bool(text.strip(TEXT_WHITESPACE))
 
 
-def has_title_tensor(titles):
+def has_text_tensor(texts):
     """The same rule on a string tensor (any shape) -> bool tensor; core TF ops only."""
     import tensorflow as tf
 
-    blank = "[" + "".join(f"\\x{ord(c):02x}" for c in TITLE_WHITESPACE) + "]*"
-    return tf.logical_not(tf.strings.regex_full_match(titles, blank))
+    blank = "[" + "".join(f"\\x{ord(c):02x}" for c in TEXT_WHITESPACE) + "]*"
+    return tf.logical_not(tf.strings.regex_full_match(texts, blank))
 
 
 # --------------------------------------------------------------------------- product ids

@@ -10,7 +10,7 @@ from tfmmsearch.evaluation import exported_system
 from tfmmsearch.evaluation.exported_system import ExportedSearchSystem, LoadedExport
 from tfmmsearch.evaluation.model_system import TrainedModelSystem
 from tfmmsearch.exporting.export import export
-from tfmmsearch.training.train import load_run_config, load_trained_model
+from tfmmsearch.model.build import load_run_config, load_trained_model
 
 QUERIES = ["black caps", "red dress for women", "blue shoes", "green watch", "white tshirt", ""]
 
@@ -33,8 +33,7 @@ def loaded(export_top100):
 
 @pytest.fixture(scope="module")
 def in_process(tiny_run):
-    config, towers, model = load_trained_model(tiny_run)
-    return config, towers, model
+    return load_trained_model(tiny_run)
 
 
 def _items(products):
@@ -44,6 +43,9 @@ def _items(products):
 def _assert_served_order_agrees(served: np.ndarray, reference: np.ndarray, tolerance: float):
     """Along the served order, the reference scores never rise by more than `tolerance`."""
     for q in range(len(served)):
+        if np.all(reference[q] == -np.inf):  # a blank query: nothing served either
+            assert np.all(served[q] == -np.inf), q
+            continue
         order = np.argsort(-served[q], kind="stable")
         along = reference[q][order]
         assert np.all(np.diff(along) <= tolerance), (q, along[:10])
@@ -53,13 +55,13 @@ def _assert_served_order_agrees(served: np.ndarray, reference: np.ndarray, toler
                                                           ("serving_default", 100, 1e-3)])
 def test_exported_ranking_matches_the_in_process_model(loaded, in_process, products, signature,
                                                        rerank, tolerance):
-    config, towers, model = in_process
+    config, model = in_process
     titles, paths = _items(products)
     served = ExportedSearchSystem("export", loaded, signature).score(QUERIES, titles, paths, "full")
-    reference = TrainedModelSystem("model", model, towers.encoders, config.towers.image.image_size,
-                                   rerank=rerank).score(QUERIES, titles, paths, "full")
+    reference = TrainedModelSystem("model", model, rerank=rerank).score(QUERIES, titles, paths, "full")
     assert served.shape == (len(QUERIES), len(products))
-    assert np.isfinite(served).all()  # 40 items, top_k 100: every item returned, in served order
+    assert QUERIES[-1] == "" and np.all(served[-1] == -np.inf)  # a blank query finds nothing
+    assert np.isfinite(served[:-1]).all()  # 40 items, top_k 100: every item returned, in served order
     _assert_served_order_agrees(served, reference, tolerance)
 
 

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from tfmmsearch.exporting import export as export_lib
-from tfmmsearch.exporting.search_module import UNKNOWN_SCORE
+from tfmmsearch.contract import UNKNOWN_SCORE
+from tfmmsearch.exporting.export import LOCK_FILE
 
 SIGNATURES = ("serving_default", "search", "retrieve", "rank", "embed_query", "embed_item")
 QUERIES = ["black caps", "red dress for women", ""]
@@ -21,7 +22,8 @@ QUERIES = ["black caps", "red dress for women", ""]
 def test_version_layout_and_saved_model_cli_lists_every_signature(exported):
     assert exported.name == "1" and exported.parent.name == "tiny"
     assert (exported / "saved_model.pb").is_file()
-    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]
+    # Nothing but versions and the writer lock (TF Serving ignores non-integer entries).
+    assert {p.name for p in exported.parent.iterdir() if not p.name.isdigit()} == {LOCK_FILE}
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run([str(cli), "show", "--dir", str(exported), "--all"],
                            capture_output=True, text=True, timeout=120)
@@ -50,10 +52,9 @@ FRESH_PROCESS = textwrap.dedent("""
 
 def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_model(
         exported, tiny_run, tmp_path):
-    from tfmmsearch.data.pipeline import decode_image
-    from tfmmsearch.training.train import load_trained_model
+    from tfmmsearch.model.build import load_trained_model
 
-    config, towers, model = load_trained_model(tiny_run)
+    config, model = load_trained_model(tiny_run)
     catalog_images = sorted((Path(config.data.work_dir) / "synthetic_catalog" / "images").glob("*.jpg"))
     script = tmp_path / "serve.py"
     script.write_text(FRESH_PROCESS)
@@ -64,15 +65,12 @@ def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_mode
     served = dict(np.load(tmp_path / "out.npz"))
 
     # embed_query equals the trained query tower.
-    expected_query = model.query_tower({"query_features": towers.encoders.query(tf.constant(QUERIES))})
-    np.testing.assert_allclose(served["embed_query/embedding"], expected_query["embedding"].numpy(),
-                               atol=1e-5)
-    # embed_item equals the trained item tower on decoded inputs (no image / no title handled).
-    image = decode_image(tf.constant(catalog_images[0].read_bytes()), 64)
-    expected_items = model.item_tower({
-        "title_features": towers.encoders.text(tf.constant(["Red Dress", ""])),
-        "image_features": towers.encoders.image(tf.stack([tf.zeros_like(image), image])),
-        "has_title": tf.constant([True, False]), "has_image": tf.constant([False, True])})
+    expected_query = model.embed_queries({"query": tf.constant(QUERIES)})
+    np.testing.assert_allclose(served["embed_query/embedding"], expected_query.numpy(), atol=1e-5)
+    # embed_item equals the trained model on the same raw inputs (no image / no title handled).
+    expected_items = model.embed_items({
+        "title": tf.constant(["Red Dress", ""]),
+        "image_bytes": tf.constant([b"", catalog_images[0].read_bytes()])})
     np.testing.assert_allclose(served["embed_item/embedding"], expected_items["embedding"].numpy(), atol=1e-5)
     np.testing.assert_allclose(served["embed_item/modality_weights"], [[1, 0], [0, 1]], atol=1e-6)
 
@@ -82,13 +80,18 @@ def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_mode
     index_ids = loaded.index.product_ids.numpy().astype(str)
     brute = served["embed_query/embedding"] @ index_embeddings.T
     top = np.argsort(-brute, axis=1, kind="stable")[:, :10]
-    np.testing.assert_allclose(served["retrieve/scores"], np.take_along_axis(brute, top, 1), atol=1e-5)
+    np.testing.assert_allclose(served["retrieve/scores"][:2], np.take_along_axis(brute, top, 1)[:2],
+                               atol=1e-5)
     assert served["retrieve/product_ids"].shape == (3, 10)
+    # The empty query finds nothing: empty ids, score -inf, in both search signatures.
+    for name in ("retrieve", "serving_default"):
+        assert set(served[f"{name}/product_ids"][2]) == {""}
+        assert np.all(served[f"{name}/scores"][2] == -np.inf)
     # search returns K ranked results with per-modality weights, scores descending.
     assert served["serving_default/product_ids"].shape == (3, 10)
     assert served["serving_default/modality_weights"].shape == (3, 10, 2)
-    assert np.all(np.diff(served["serving_default/scores"], axis=1) <= 1e-6)
-    assert set(served["serving_default/product_ids"].ravel()) <= set(index_ids)
+    assert np.all(np.diff(served["serving_default/scores"][:2], axis=1) <= 1e-6)
+    assert set(served["serving_default/product_ids"][:2].ravel()) <= set(index_ids)
     # rank: a known id gets a real score, an unknown one the documented sentinel.
     np.testing.assert_array_equal(served["rank/known"], [[True, False]])
     assert served["rank/scores"][0, 1] == pytest.approx(UNKNOWN_SCORE)
@@ -116,7 +119,7 @@ def test_a_failed_export_leaves_earlier_versions_and_no_partial_one(tiny_run, ex
     with pytest.raises(RuntimeError, match="disk full"):
         export_lib.export(tiny_run)
     entries = sorted(p.name for p in exported.parent.iterdir())
-    assert entries == ["1"]
+    assert [name for name in entries if name != LOCK_FILE] == ["1"]
 
 
 def test_reindexing_makes_new_products_searchable_in_a_new_version(exported, tiny_run, tmp_path):
@@ -186,7 +189,7 @@ def test_clients_over_the_test_server_match_the_export_called_directly(exported,
 def test_export_of_given_products_indexes_exactly_those(tiny_run, tmp_path):
     from tfmmsearch.data.catalog import read_catalog
     from tfmmsearch.data.prepare import resolve_catalog_dir
-    from tfmmsearch.training.train import load_run_config
+    from tfmmsearch.model.build import load_run_config
 
     products = read_catalog(resolve_catalog_dir(load_run_config(tiny_run))).products[5:17]
     version = export_lib.export(tiny_run, base_dir=tmp_path / "subset", products=products)

@@ -1,5 +1,7 @@
 """A lexical ranking head end to end: the export stores title words, and every path agrees."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +13,7 @@ from tfmmsearch.evaluation.exported_system import ExportedSearchSystem, LoadedEx
 from tfmmsearch.evaluation.model_system import TrainedModelSystem
 from tfmmsearch.exporting.export import export, reindex
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
-from tfmmsearch.training.train import load_run_config, load_trained_model
+from tfmmsearch.model.build import load_run_config, load_trained_model
 
 QUERIES = ["black caps", "red dress for women", "blue shoes", "white tshirt"]
 
@@ -34,7 +36,7 @@ def version(lexical_run, products, tmp_path_factory):
 
 
 def test_the_head_reads_the_coverage(lexical_run, products):
-    config, _, model = load_trained_model(lexical_run)
+    config, model = load_trained_model(lexical_run)
     assert model.ranking_head.lexical
     dim = config.model.embedding_dim
     rng = np.random.default_rng(0)
@@ -59,10 +61,9 @@ def test_export_stores_title_words_and_serves_what_the_model_scores(lexical_run,
     paths = [str(p.image_path) if p.image_path else "" for p in products]
     arrays = loaded.index_arrays(titles, paths)
     np.testing.assert_array_equal(arrays["title_words"], word_ids(titles, MAX_TITLE_WORDS).numpy())
-    config, towers, model = load_trained_model(lexical_run)
+    config, model = load_trained_model(lexical_run)
     served = ExportedSearchSystem("export", loaded, "serving_default").score(QUERIES, titles, paths, "full")
-    reference = TrainedModelSystem("model", model, towers.encoders, config.towers.image.image_size,
-                                   rerank=100).score(QUERIES, titles, paths, "full")
+    reference = TrainedModelSystem("model", model, rerank=100).score(QUERIES, titles, paths, "full")
     for q in range(len(QUERIES)):  # the served order never contradicts the model's own scores
         along = reference[q][np.argsort(-served[q], kind="stable")]
         assert np.all(np.diff(along) <= 1e-3), (q, along[:10])
@@ -71,22 +72,14 @@ def test_export_stores_title_words_and_serves_what_the_model_scores(lexical_run,
     ids = [[p.product_id for p in products[:5]]]
     ranked = module.signatures["rank"](query=tf.constant(QUERIES[:1]),
                                        product_ids=tf.constant(ids))["scores"].numpy()
-    items = model.item_tower({"title_features": towers.encoders.text(tf.constant(titles[:5])),
-                              "image_features": tf.constant(_image_features(towers, config, paths[:5])),
-                              "has_title": tf.ones([5], tf.bool), "has_image": tf.ones([5], tf.bool)})
-    query = model.query_tower({"query_features": towers.encoders.query(tf.constant(QUERIES[:1]))})["embedding"]
+    items = model.embed_items({"title": tf.constant(titles[:5]),
+                               "image_bytes": tf.constant([Path(p).read_bytes() for p in paths[:5]])})
+    query = model.embed_queries({"query": tf.constant(QUERIES[:1])})
     coverage = query_coverage(word_ids(QUERIES[:1], MAX_QUERY_WORDS)[:, None, :],
                               word_ids(titles[:5], MAX_TITLE_WORDS)[None])
     expected = model.rank(query[:, None, :], {k: items[k][None] for k in ("embedding", "text", "image", "mask")},
                           coverage).numpy()
     np.testing.assert_allclose(ranked, expected, rtol=1e-4, atol=1e-4)
-
-
-def _image_features(towers, config, paths):
-    from tfmmsearch.data.pipeline import read_image
-
-    pixels = tf.stack([read_image(tf.constant(p), config.towers.image.image_size) for p in paths])
-    return towers.encoders.image(pixels).numpy()
 
 
 def test_reindexing_a_lexical_export_keeps_words_for_every_item(lexical_run, version):

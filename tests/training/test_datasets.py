@@ -11,7 +11,7 @@ from tfmmsearch.data.queries import Query
 from tfmmsearch.data.schema import Product
 from tfmmsearch.training.datasets import training_dataset
 from tfmmsearch.training.examples import build_examples
-from tfmmsearch.training.feature_cache import ItemTable
+from tfmmsearch.model.feature_cache import ItemTable
 
 SIZE = 16
 BATCH = 3

@@ -16,7 +16,7 @@ import pytest
 
 from tests.training.conftest import cli_train_command, read_checkpoint, subprocess_env
 from tfmmsearch.config import save_config
-from tfmmsearch.training.train import FINAL_WEIGHTS
+from tfmmsearch.model.build import RUN_WEIGHTS
 
 WORKERS = 2
 
@@ -72,8 +72,8 @@ def test_two_workers_train_in_sync(tmp_path, tiny_config):
     assert [path.name for path in (run_dir / "workers").iterdir()] == ["worker-1"]
     assert not [path for path in run_dir.rglob("workertemp_*")], "temporary worker dirs left"
 
-    chief = read_checkpoint(run_dir / FINAL_WEIGHTS)
-    worker = read_checkpoint(run_dir / "workers" / "worker-1" / FINAL_WEIGHTS)
+    chief = read_checkpoint(run_dir / RUN_WEIGHTS)
+    worker = read_checkpoint(run_dir / "workers" / "worker-1" / RUN_WEIGHTS)
     assert chief.keys() == worker.keys()
     variables = [key for key in chief if key.endswith("VARIABLE_VALUE")]
     assert len(variables) > 10

@@ -20,15 +20,14 @@ from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.data.prepare import prepare_data
 from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.evaluation.metrics import retrieval_metrics
-from tfmmsearch.training.train import (
-    FINAL_WEIGHTS,
+from tfmmsearch.model.build import (
+    RUN_WEIGHTS,
+    build_encoders,
     build_model,
-    build_towers,
     cached_inputs,
     load_trained_model,
-    train,
-    validation_queries,
 )
+from tfmmsearch.training.train import train, validation_queries
 
 PROJECTOR_TENSOR = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -48,48 +47,34 @@ def split_set(config, split: str = "validation"):
     return products, queries
 
 
-def item_embeddings(config, towers, model, products) -> np.ndarray:
-    """Item embeddings computed from raw titles and image files, whatever the model caches."""
-    cached = cached_inputs(config, towers)
-    size = config.towers.image.image_size
-    titles = tf.constant([p.title for p in products])
-    images = tf.stack([read_image(tf.constant(str(p.image_path or "")), size) for p in products])
-    batch = {"has_title": tf.constant([p.has_title for p in products]),
-             "has_image": tf.constant([p.has_image for p in products])}
-    if "title_features" in cached:
-        batch["title_features"] = towers.encoders.text(titles)
-    else:
-        batch["title"] = titles
-    if "image_features" in cached:
-        batch["image_features"] = towers.encoders.image(images)
-    else:
-        batch["image"] = images
+def item_embeddings(model, products) -> np.ndarray:
+    """Item embeddings from raw titles and image files (the model owns its encoders, so
+    this works whatever a run caches)."""
+    batch = {"title": tf.constant([p.title for p in products]),
+             "image_bytes": tf.constant([p.image_path.read_bytes() if p.image_path else b""
+                                         for p in products])}
     return model.embed_items(batch)["embedding"].numpy()
 
 
-def query_embeddings(config, towers, model, texts: list[str]) -> np.ndarray:
-    texts = tf.constant(texts)
-    if "query_features" in cached_inputs(config, towers):
-        return model.embed_queries({"query_features": towers.encoders.query(texts)}).numpy()
-    return model.embed_queries({"query": texts}).numpy()
+def query_embeddings(model, texts: list[str]) -> np.ndarray:
+    return model.embed_queries({"query": tf.constant(texts)}).numpy()
 
 
-def split_ndcg(config, towers, model, split: str = "validation") -> float:
+def split_ndcg(config, model, split: str = "validation") -> float:
     """NDCG@10 of retrieval from raw queries over a split's products, as in PROTOCOL."""
     products, queries = split_set(config, split)
     grades = grade_matrix(queries, products, config.data.attributes)
-    scores = (query_embeddings(config, towers, model, [q.text for q in queries])
-              @ item_embeddings(config, towers, model, products).T)
+    scores = (query_embeddings(model, [q.text for q in queries])
+              @ item_embeddings(model, products).T)
     return retrieval_metrics(scores, grades)["ndcg@10"]
 
 
 def untrained_model(config):
     """A model of the run's architecture, seeded like the run, that has not trained."""
     tf.keras.utils.set_random_seed(config.training.seed)
-    towers = build_towers(config)
-    model = build_model(config, towers, cached_inputs(config, towers))
+    model = build_model(config)
     model.build_heads()
-    return towers, model
+    return model
 
 
 def assert_complete_run_dir(run: TinyRun) -> dict:
@@ -97,7 +82,7 @@ def assert_complete_run_dir(run: TinyRun) -> dict:
     assert load_config(run_dir / "config.yaml") == run.config
     for epoch in range(1, epochs + 1):
         assert (run_dir / "checkpoints" / f"epoch-{epoch:03d}.index").is_file()
-    assert (run_dir / (FINAL_WEIGHTS + ".index")).is_file()
+    assert (run_dir / (RUN_WEIGHTS + ".index")).is_file()
     assert list((run_dir / "backup").rglob("checkpoint")), "no BackupAndRestore state"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = metrics["history"]
@@ -122,17 +107,17 @@ def train_complete_run(config, run_dir: Path) -> TinyRun:
 
 def assert_reload_matches_training(run: TinyRun, reloaded=None):
     """The projector holds item embeddings written by the in-memory trained model."""
-    config, towers, model = reloaded or load_trained_model(run.run_dir)
+    config, model = reloaded or load_trained_model(run.run_dir)
     assert config == run.config
     products, _ = split_set(config)
     projector = run.run_dir / "logs" / "projector"
     trained = read_checkpoint(tf.train.latest_checkpoint(str(projector)))[PROJECTOR_TENSOR]
     titles = (projector / "metadata.tsv").read_text(encoding="utf-8").splitlines()
     assert titles == [p.title for p in products]
-    reloaded = item_embeddings(config, towers, model, products)
+    reloaded = item_embeddings(model, products)
     np.testing.assert_allclose(reloaded, trained, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(reloaded, axis=1), 1.0, atol=1e-4)
-    return config, towers, model
+    return config, model
 
 
 # --------------------------------------------------------------------------- frozen + cached
@@ -140,7 +125,7 @@ def assert_reload_matches_training(run: TinyRun, reloaded=None):
 
 @pytest.fixture(scope="module")
 def frozen_reloaded(frozen_run):
-    """(config, towers, model) of the frozen run, rebuilt from its run directory."""
+    """(config, model) of the frozen run, rebuilt from its run directory."""
     return load_trained_model(frozen_run.run_dir)
 
 
@@ -159,16 +144,16 @@ def test_frozen_run_learns(frozen_run, frozen_reloaded):
     # validation products are too few to tell two epochs from chance. Untrained models of
     # other seeds score within 10% of each other here; two epochs add about 40%.
     config = frozen_run.config
-    untrained = split_ndcg(config, *untrained_model(config), split="train")
-    _, towers, model = frozen_reloaded
-    trained = split_ndcg(config, towers, model, split="train")
+    untrained = split_ndcg(config, untrained_model(config), split="train")
+    _, model = frozen_reloaded
+    trained = split_ndcg(config, model, split="train")
     assert trained > 1.1 * untrained, (trained, untrained)
 
 
 def test_frozen_run_reloads_with_the_same_embeddings_and_metrics(frozen_run, frozen_reloaded):
-    config, towers, model = assert_reload_matches_training(frozen_run, frozen_reloaded)
+    config, model = assert_reload_matches_training(frozen_run, frozen_reloaded)
     # Scored from raw inputs, the reloaded model reproduces the run's validation NDCG.
-    assert split_ndcg(config, towers, model) == pytest.approx(
+    assert split_ndcg(config, model) == pytest.approx(
         frozen_run.result.validation["val_ndcg@10"], abs=1e-6)
 
 
@@ -188,16 +173,16 @@ def test_trainable_towers_fine_tune_and_reload(tmp_path, tiny_config):
     history = run.result.history
     assert history["retrieval_loss"][-1] < history["retrieval_loss"][0]
 
-    config, towers, model = assert_reload_matches_training(run)
-    assert cached_inputs(config, towers) == set()
+    config, model = assert_reload_matches_training(run)
+    assert cached_inputs(config) == set()
     # The restored BERT and image net are the fine-tuned ones, not the hub modules' weights.
-    fresh = build_towers(config).encoders
+    fresh = build_encoders(config)
     products, _ = split_set(config)
     titles = tf.constant([p.title for p in products])
-    assert np.abs(towers.encoders.text(titles) - fresh.text(titles)).max() > 1e-4
+    assert np.abs(model.encoders.text(titles) - fresh.text(titles)).max() > 1e-4
     size = config.towers.image.image_size
     images = tf.stack([read_image(tf.constant(str(p.image_path or "")), size) for p in products])
-    assert np.abs(towers.encoders.image(images) - fresh.image(images)).max() > 1e-4
+    assert np.abs(model.encoders.image(images) - fresh.image(images)).max() > 1e-4
 
 
 # --------------------------------------------------------------------------- lexical ranking head
@@ -209,7 +194,7 @@ def test_lexical_head_trains_on_word_coverage_and_reloads(tmp_path, tiny_config)
                          "training.epochs=1")
     run = train_complete_run(config, tmp_path / "run")
     assert np.isfinite(run.result.history["ranking_loss"]).all()
-    _, _, model = load_trained_model(run.run_dir)
+    _, model = load_trained_model(run.run_dir)
     assert model.ranking_head.lexical
     dim = config.model.embedding_dim
     vectors = [tf.fill([1, 2, dim], 0.1)] * 3

@@ -68,6 +68,12 @@ def decode_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
+def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A batch of encoded images [B] -> float32 [B, S, S, 3] (`decode_image` per element)."""
+    return tf.map_fn(lambda data: decode_image(data, image_size), image_bytes,
+                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+
+
 def read_image(image_path: tf.Tensor, image_size: int) -> tf.Tensor:
     """Reads and decodes one image file; an empty path (no image) gives zeros."""
     image_bytes = tf.cond(tf.strings.length(image_path) > 0,

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfmmsearch.contract import has_text
+
 REQUIRED_COLUMNS = ("product_id", "title", "image")
 CATALOG_FILES = ("products.csv", "products.jsonl")
 
@@ -50,7 +52,7 @@ class Product:
 
     @property
     def has_title(self) -> bool:
-        return bool(self.title.strip())
+        return has_text(self.title)
 
 
 @dataclass

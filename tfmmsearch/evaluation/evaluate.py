@@ -17,30 +17,27 @@ from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.evaluation.model_system import EncoderMemo, TrainedModelSystem
 from tfmmsearch.evaluation.protocol import BM25System, EvaluationRow, evaluate_all
 from tfmmsearch.evaluation.report import markdown_table, text_table
+from tfmmsearch.model.build import load_trained_model
 
 logger = logging.getLogger(__name__)
 
 
-def model_systems(model, encoders, image_size: int, prefix: str = "tfmmsearch") -> list[TrainedModelSystem]:
+def model_systems(model, prefix: str = "tfmmsearch") -> list[TrainedModelSystem]:
     """The trained model and its ablations, sharing one memo of encoder outputs."""
-    memo = EncoderMemo(encoders, image_size)
+    memo = EncoderMemo(model.encoders, model.image_size)
     return [
-        TrainedModelSystem(f"{prefix} fused + ranking head", model, encoders, image_size, memo=memo),
-        TrainedModelSystem(f"{prefix} fused retrieval", model, encoders, image_size, rerank=0, memo=memo),
-        TrainedModelSystem(f"{prefix} text only", model, encoders, image_size, use_image=False, rerank=0,
-                           memo=memo),
-        TrainedModelSystem(f"{prefix} image only", model, encoders, image_size, use_text=False, rerank=0,
-                           memo=memo),
+        TrainedModelSystem(f"{prefix} fused + ranking head", model, memo=memo),
+        TrainedModelSystem(f"{prefix} fused retrieval", model, rerank=0, memo=memo),
+        TrainedModelSystem(f"{prefix} text only", model, use_image=False, rerank=0, memo=memo),
+        TrainedModelSystem(f"{prefix} image only", model, use_text=False, rerank=0, memo=memo),
     ]
 
 
 def evaluate(run_dir: str | Path, split: str = "test", max_queries: int | None = 500,
              title_to_image_queries: int | None = 500, seed: int = 0) -> list[EvaluationRow]:
     """Evaluates a trained run on `split`; writes evaluation-<split>.{md,json} into the run dir."""
-    from tfmmsearch.training.train import load_trained_model
-
     run_dir = Path(run_dir)
-    config, towers, model = load_trained_model(run_dir)
+    config, model = load_trained_model(run_dir)
     prepared = prepare_data(config, progress=False)
     products = prepared.split_catalog(split).products
     queries = list(prepared.queries[split])
@@ -49,7 +46,7 @@ def evaluate(run_dir: str | Path, split: str = "test", max_queries: int | None =
     grades = grade_matrix(queries, products, config.data.attributes)
     titles = [p.title for p in products]
     image_paths = [str(p.image_path) if p.image_path else "" for p in products]
-    systems = [BM25System()] + model_systems(model, towers.encoders, config.towers.image.image_size)
+    systems = [BM25System()] + model_systems(model)
     logger.info("evaluating %d systems on %s: %d products, %d queries", len(systems), split,
                 len(products), len(queries))
     rows = evaluate_all(systems, [q.text for q in queries], grades, titles, image_paths,

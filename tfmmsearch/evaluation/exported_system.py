@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.evaluation.metrics import RETRIEVED
-from tfmmsearch.exporting.export import assign_index, embed_items, latest_version_dir
+from tfmmsearch.contract import has_text, resolve_version_dir
+from tfmmsearch.exporting.export import assign_index, embed_items
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,7 @@ class LoadedExport:
     def __init__(self, export_dir: str | Path, batch_size: int = 64):
         import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
 
-        path = Path(export_dir)
-        if not (path / "saved_model.pb").is_file():
-            path = latest_version_dir(path)  # a base directory: its latest version
-        self.path = path
+        self.path = path = resolve_version_dir(export_dir)  # a base directory: its latest version
         self.module = tf.saved_model.load(str(path))
         self.batch_size = batch_size
         self._arrays: dict[tuple, dict[str, np.ndarray]] = {}
@@ -91,7 +89,7 @@ class ExportedSearchSystem:
             ids = call(query=tf.constant(chunk, tf.string))["product_ids"].numpy()
             for row, returned in enumerate(ids):
                 positions = [int(pid) for pid in returned if pid]
-                if len(positions) < expected:
+                if len(positions) < expected and has_text(chunk[row]):  # blank: finds nothing
                     # Unreturned products would fill the protocol's top 100 in index order.
                     raise ValueError(
                         f"{self.export.path} {self.signature_name} returned {len(positions)} "

@@ -1,7 +1,8 @@
 """A trained tfmmsearch model as a `SearchSystem` for the protocol evaluators.
 
-Items are embedded through the encoders and the item tower (memoised by (title, image), since
-the evaluators index the same catalog several times); queries through the query tower. Scores
+Items and queries are embedded by the model's own `embed_items` / `embed_queries` (the
+functions training and the serving graph use); the encoder outputs fed to `embed_items` are
+memoised by title and image, since the evaluators index the same catalog several times. Scores
 are retrieval similarities; with `rerank`, each query's top candidates are re-scored by the
 ranking head and placed above the rest, as the `search` serving signature does. Masking a
 modality gives the text-only and image-only ablations of the same model.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmmsearch.contract import has_text
 from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
@@ -54,19 +56,18 @@ class EncoderMemo:
 class TrainedModelSystem:
     """Scores queries against items with a trained model (optionally one modality only)."""
 
-    def __init__(self, name: str, model: MultimodalSearchModel, encoders: Encoders, image_size: int,
-                 use_text: bool = True, use_image: bool = True, rerank: int = 100,
-                 batch_size: int = 256, memo: EncoderMemo | None = None):
+    def __init__(self, name: str, model: MultimodalSearchModel, use_text: bool = True,
+                 use_image: bool = True, rerank: int = 100, batch_size: int = 256,
+                 memo: EncoderMemo | None = None):
         if not (use_text or use_image):
             raise ValueError("a TrainedModelSystem needs at least one modality")
         self.name = name
-        self.model, self.encoders = model, encoders
-        self.memo = memo or EncoderMemo(encoders, image_size)
+        self.model = model
+        self.memo = memo or EncoderMemo(model.encoders, model.image_size)
         self.use_text, self.use_image = use_text, use_image
         self.rerank, self.batch_size = rerank, batch_size
-        self._embed_queries = tf.function(
-            lambda texts: self.model.query_tower(
-                {"query_features": self.encoders.query(texts)})["embedding"])
+        self._embed_queries = tf.function(lambda texts: model.embed_queries({"query": texts}))
+        self._embed_items = tf.function(lambda batch: model.embed_items(batch))
 
     def item_outputs(self, titles: list[str], image_paths: list[str]) -> dict[str, np.ndarray]:
         """Item-tower outputs for each (title, image path)."""
@@ -75,14 +76,15 @@ class TrainedModelSystem:
         for start in range(0, len(titles), self.batch_size):
             chunk_titles = titles[start:start + self.batch_size]
             chunk_paths = image_paths[start:start + self.batch_size]
-            result = self.model.item_tower({
+            result = self._embed_items({
                 "title_features": tf.constant(self.memo.texts(chunk_titles)),
                 "image_features": tf.constant(self.memo.images(chunk_paths)),
-                "has_title": tf.constant([bool(t.strip()) for t in chunk_titles]),
-                "has_image": tf.constant([bool(p) for p in chunk_paths])}, training=False)
+                "has_title": tf.constant([has_text(t) for t in chunk_titles]),
+                "has_image": tf.constant([bool(p) for p in chunk_paths])})
             for name, value in result.items():
                 outputs.setdefault(name, []).append(value.numpy())
         return {name: np.concatenate(values) for name, values in outputs.items()}
+
     def _masked(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Re-fuses items with a modality switched off (ablations), using the fusion's own weights."""
         if self.use_text and self.use_image:
@@ -113,6 +115,9 @@ class TrainedModelSystem:
                 words = (word_ids(list(query_texts), MAX_QUERY_WORDS).numpy(),
                          word_ids([t if self.use_text else "" for t in titles], MAX_TITLE_WORDS).numpy())
             scores = self._rerank(scores, queries, items, words)
+        # A query without text finds nothing, as in the serving signatures.
+        blank = np.array([not has_text(q) for q in query_texts], bool)
+        scores[blank] = -np.inf
         return scores
 
     def _rerank(self, scores: np.ndarray, queries: np.ndarray, items: dict,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfmmsearch.training.feature_cache import encode_texts
+from tfmmsearch.model.feature_cache import encode_texts
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:

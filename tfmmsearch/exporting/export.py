@@ -2,14 +2,22 @@
 
 A version is written to a hidden temporary directory beside the others and renamed to its
 integer name only when complete (TF Serving only watches integer directories), so a failed
-export leaves earlier versions intact and no partial version behind.
+export leaves earlier versions intact and no partial version behind; temporaries left by a
+killed process are removed by the next export. Versions are world-readable (directories
+0755, files 0644): TF Serving usually runs as another user. One writer at a time per model
+base path (a lock file), so two `index` runs cannot race for the same version number.
 
-Re-indexing needs only an export: it loads the latest version, embeds the catalog with that
-version's own `index_outputs` function, assigns the new index and saves the next version.
+Export indexes the catalog through the trained model's own `embed_items`, reusing the frozen
+encoder features training cached for the same products (seconds instead of minutes).
+Re-indexing needs only an export: it loads a version, embeds the catalog with that version's
+own `index_outputs` function, assigns the new index and saves the next version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -19,36 +27,27 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
+from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, base_dir_of, list_versions, resolve_version_dir
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.schema import Catalog, Product
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-INDEX_FIELDS = ("embedding", "text", "image", "mask", "modality_weights")
+LOCK_FILE = ".tfmmsearch-writer.lock"
+_TMP_PREFIX = ".tmp-"
 
 
-def list_versions(base_dir: str | Path) -> list[int]:
-    base_dir = Path(base_dir)
-    if not base_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in base_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def latest_version_dir(base_dir: str | Path) -> Path:
-    versions = list_versions(base_dir)
-    if not versions:
-        raise FileNotFoundError(f"{base_dir} holds no exported version (no integer subdirectory); "
-                                "create one with: tfmmsearch export --run RUN_DIR --base " + str(base_dir))
-    return Path(base_dir) / str(versions[-1])
+class ExportBusyError(RuntimeError):
+    """Another process is writing a version under the same model base path."""
 
 
 def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size: int = 64,
                 desc: str = "indexing") -> dict[str, np.ndarray]:
     """Runs an export's `index_outputs(title, image_bytes)` over items, in batches.
 
-    `image_paths[i]` is a path to the item's JPEG/PNG, or None / "" for an item without one.
+    `image_paths[i]` is a path to the item's image file, or None / "" for an item without one.
     """
     if len(titles) != len(image_paths):
         raise ValueError(f"titles ({len(titles)}) and image_paths ({len(image_paths)}) must "
@@ -56,17 +55,16 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
     outputs: dict[str, list[np.ndarray]] = {field: [] for field in INDEX_FIELDS}
     start = time.time()
     with tqdm(total=len(titles), desc=desc, unit="item", leave=False,
-              disable=len(titles) <= batch_size) as progress:
+              disable=len(titles) <= batch_size) as bar:
         for first in range(0, len(titles), batch_size):
             chunk_titles = titles[first:first + batch_size]
             chunk_images = [Path(path).read_bytes() if path else b""
                             for path in image_paths[first:first + batch_size]]
             result = index_outputs(title=tf.constant(chunk_titles, tf.string),
                                    image=tf.constant(chunk_images, tf.string))
-            lexical = "title_words" in result  # a lexical ranking head's export
-            for field in INDEX_FIELDS + (("title_words",) if lexical else ()):
-                outputs.setdefault(field, []).append(result[field].numpy())
-            progress.update(len(chunk_titles))
+            for field, value in result.items():
+                outputs.setdefault(field, []).append(value.numpy())
+            bar.update(len(chunk_titles))
     seconds = time.time() - start
     logger.info("embedded %d items in %.1f s (%.0f items/s)", len(titles), seconds,
                 len(titles) / max(seconds, 1e-9))
@@ -88,19 +86,86 @@ def assign_index(module, product_ids: list[str], arrays: dict[str, np.ndarray]) 
         arrays["image"], arrays["mask"], arrays["modality_weights"]))
     if hasattr(module.index, "assign_words"):  # a lexical head's index: words for every item
         width = module.index.title_words.shape[1]
-        module.index.assign_words(arrays.get("title_words", np.zeros((size, width), np.int64)))
+        module.index.assign_words(arrays.get(LEXICAL_FIELD, np.zeros((size, width), np.int64)))
     return size
+
+
+# --------------------------------------------------------------------------- writing versions
+
+
+@contextlib.contextmanager
+def exclusive_writer(base_dir: str | Path):
+    """Holds the base path's writer lock (non-blocking): a second writer fails at once, clearly."""
+    base_dir = Path(base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = base_dir / LOCK_FILE
+    handle = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ExportBusyError(
+                f"{base_dir} is being written by {holder} (lock {lock_path}); wait for it to "
+                "finish, then run this again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def clean_stale_temporaries(base_dir: Path) -> list[Path]:
+    """Removes `.tmp-*` version directories whose writing process is gone (e.g. SIGKILLed)."""
+    removed = []
+    for child in Path(base_dir).glob(_TMP_PREFIX + "*"):
+        parts = child.name[len(_TMP_PREFIX):].split("-")
+        pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(child, ignore_errors=True)
+        removed.append(child)
+    if removed:
+        logger.info("removed %d stale temporary export(s) from %s", len(removed), base_dir)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _make_world_readable(root: Path) -> None:
+    """0755 directories, 0644 files: TF Serving often runs as another user."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
 
 
 def write_version(module, base_dir: str | Path, signatures: dict, products: list[Product],
                   model_name: str) -> Path:
-    """Saves `module` as the next integer version under base_dir, atomically, with warmup."""
+    """Saves `module` as the next integer version under base_dir, atomically, with warmup.
+
+    The caller holds `exclusive_writer(base_dir)`.
+    """
     from tfmmsearch.serving.warmup import search_warmup_requests, write_warmup_file
 
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
-    version = (list_versions(base_dir) or [0])[-1] + 1
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir))
+    clean_stale_temporaries(base_dir)
+    version = max(list_versions(base_dir), default=0) + 1
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-{os.getpid()}-", dir=base_dir))
     try:
         tf.saved_model.save(module, str(tmp_dir), signatures=signatures)
         sample = products[:4]
@@ -110,6 +175,7 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
             titles=[p.title for p in sample],
             images=[p.image_path.read_bytes() if p.image_path else b"" for p in sample])
         write_warmup_file(tmp_dir, requests, model_name=model_name)
+        _make_world_readable(tmp_dir)
         final = base_dir / str(version)
         os.replace(tmp_dir, final)
     finally:
@@ -126,6 +192,9 @@ def _catalog(catalog_dir, on_bad_row: str) -> Catalog:
     return catalog
 
 
+# --------------------------------------------------------------------------- export / reindex
+
+
 def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir: str | Path | None = None,
            top_k: int | None = None, on_bad_row: str | None = None,
            products: list[Product] | None = None) -> Path:
@@ -134,37 +203,44 @@ def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir:
     `products` (instead of a catalog directory) indexes exactly those products, e.g. one split.
     """
     from tfmmsearch.data.prepare import resolve_catalog_dir
+    from tfmmsearch.exporting.catalog_index import model_index_arrays
     from tfmmsearch.exporting.search_module import SearchModule
-    from tfmmsearch.training.train import load_trained_model
+    from tfmmsearch.model.build import load_trained_model
 
     if products is not None and catalog_dir is not None:
         raise ValueError("pass either catalog_dir or products, not both")
-    config, towers, model = load_trained_model(run_dir)
+    config, model = load_trained_model(run_dir)
     base_dir = Path(base_dir or Path(config.export.base_dir) / config.export.model_name)
-    if products is None:
-        catalog = _catalog(catalog_dir or resolve_catalog_dir(config),
-                           on_bad_row or config.data.on_bad_row)
-        products, source = catalog.products, catalog.source
-    else:
-        source = f"{len(products)} given products"
-    module = SearchModule(model, towers.encoders, config.towers.image.image_size,
-                          top_k=top_k or config.export.top_k)
-    arrays = embed_catalog(module.index_outputs, products)
-    size = assign_index(module, [p.product_id for p in products], arrays)
-    logger.info("index of %d items from %s", size, source)
-    return write_version(module, base_dir, module.signatures(), products, base_dir.name)
+    with exclusive_writer(base_dir):
+        if products is None:
+            catalog = _catalog(catalog_dir or resolve_catalog_dir(config),
+                               on_bad_row or config.data.on_bad_row)
+            products, source = catalog.products, catalog.source
+        else:
+            source = f"{len(products)} given products"
+        module = SearchModule(model, top_k=top_k or config.export.top_k)
+        arrays = model_index_arrays(model, config, products)
+        size = assign_index(module, [p.product_id for p in products], arrays)
+        logger.info("index of %d items from %s", size, source)
+        return write_version(module, base_dir, module.signatures(), products, base_dir.name)
 
 
-def reindex(base_dir: str | Path, catalog_dir: str | Path, on_bad_row: str = "error") -> Path:
-    """Embeds `catalog_dir` with the latest version's item tower and writes the next version."""
+def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "error") -> Path:
+    """Embeds `catalog_dir` with an export's item tower and writes the next version.
+
+    `model_path` is a model base path (its latest version embeds) or one version directory
+    (that version embeds; the new version goes beside it).
+    """
     import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
 
-    base_dir = Path(base_dir)
-    source = latest_version_dir(base_dir)
-    loaded = tf.saved_model.load(str(source))
-    catalog = _catalog(catalog_dir, on_bad_row)
-    arrays = embed_catalog(loaded.index_outputs, catalog.products, desc=f"indexing with v{source.name}")
-    size = assign_index(loaded, [p.product_id for p in catalog.products], arrays)
-    logger.info("re-indexed %d items from %s with version %s", size, catalog.source, source.name)
-    signatures = dict(loaded.signatures)
-    return write_version(loaded, base_dir, signatures, catalog.products, base_dir.name)
+    source = resolve_version_dir(model_path)
+    base_dir = base_dir_of(source)
+    with exclusive_writer(base_dir):
+        loaded = tf.saved_model.load(str(source))
+        catalog = _catalog(catalog_dir, on_bad_row)
+        arrays = embed_catalog(loaded.index_outputs, catalog.products,
+                               desc=f"indexing with v{source.name}")
+        size = assign_index(loaded, [p.product_id for p in catalog.products], arrays)
+        logger.info("re-indexed %d items from %s with version %s", size, catalog.source, source.name)
+        signatures = dict(loaded.signatures)
+        return write_version(loaded, base_dir, signatures, catalog.products, base_dir.name)

@@ -1,7 +1,8 @@
 """The servable: a tf.Module whose signatures take raw strings and image bytes.
 
-Everything a TF Serving request needs runs in graph: tokenisation (TF Text ops), JPEG/PNG
-decoding, the towers, exact top-K over an in-graph index, and ranking-head re-scoring. The
+Everything a TF Serving request needs runs in graph: tokenisation (TF Text ops), image
+decoding, the towers (through the model's own `embed_queries` / `embed_items`, the functions
+training and evaluation use), exact top-K over an in-graph index, and ranking-head re-scoring. The
 index lives in variables with a dynamic first dimension, so `tfmmsearch index` can load an
 export, assign a new catalog's embeddings and save the next version without the training code.
 
@@ -11,19 +12,20 @@ so it is core ops only and survives re-indexing (no hash-table resource to rebui
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 
-from tfmmsearch.data.pipeline import decode_image
+from tfmmsearch.contract import (
+    INDEX_FIELDS,
+    LEXICAL_FIELD,
+    MODALITIES,
+    UNKNOWN_SCORE,
+    fingerprint,
+    has_text_tensor,
+    input_signature,
+)
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
-
-MODALITIES = ("text", "image")
-UNKNOWN_SCORE = -1e30  # `rank` score of a product id the index does not hold (see `known`)
-_FINGERPRINT_BUCKETS = 2**62
-
-
-def fingerprint(ids: tf.Tensor) -> tf.Tensor:
-    return tf.strings.to_hash_bucket_fast(ids, _FINGERPRINT_BUCKETS)
-
 
 class ItemIndex(tf.Module):
     """Item-tower outputs of a catalog, held in resizable variables."""
@@ -94,21 +96,28 @@ def _safe_gather(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return tf.gather(padded, tf.minimum(positions, tf.shape(values)[0]))
 
 
-QUERY_SPEC = tf.TensorSpec([None], tf.string, name="query")
+@dataclass
+class _Untracked:
+    """Holds the Keras model without making it part of the SavedModel's object graph: the
+    module saves the towers and encoders it calls, not the training model's tasks and metrics."""
+
+    model: object
 
 
 class SearchModule(tf.Module):
-    """Towers + ranking head + index, with the serving signatures as tf.functions."""
+    """Towers + ranking head + index, with the serving signatures (tfmmsearch/contract.py)."""
 
-    def __init__(self, model, encoders, image_size: int, top_k: int = 100, rerank_candidates: int = 100):
+    def __init__(self, model, top_k: int = 100, rerank_candidates: int = 100):
         super().__init__(name="tfmmsearch")
-        self.text_encoder = encoders.text
-        self.image_encoder = encoders.image
-        self.query_encoder = encoders.query
+        self._model = _Untracked(model)
+        # What the signatures call, tracked so that the SavedModel carries its variables.
+        self.text_encoder = model.encoders.text
+        self.image_encoder = model.encoders.image
+        self.query_encoder = model.encoders.query
         self.item_tower = model.item_tower
         self.query_tower = model.query_tower
         self.ranking_head = model.ranking_head
-        self.image_size = image_size
+        self.image_size = model.image_size
         self.top_k = top_k
         self.rerank_candidates = max(top_k, rerank_candidates)
         self.lexical = model.ranking_head.lexical
@@ -118,19 +127,26 @@ class SearchModule(tf.Module):
     # ------------------------------------------------------------------ building blocks
 
     def _query_embedding(self, query):
-        features = self.query_encoder(query, training=False)
-        return self.query_tower({"query_features": features}, training=False)["embedding"]
+        return self._model.model.embed_queries({"query": query})
 
     def _item_outputs(self, title, image):
-        size = self.image_size
-        images = tf.map_fn(lambda data: decode_image(data, size), image,
-                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        return self.item_tower({
-            "title_features": self.text_encoder(title, training=False),
-            "image_features": self.image_encoder(images, training=False),
-            "has_title": tf.strings.length(tf.strings.strip(title)) > 0,
-            "has_image": tf.strings.length(image) > 0,
-        }, training=False)
+        """Item-tower outputs of raw (title, image bytes); a batch of 0 gives empty outputs."""
+        tf.debugging.assert_equal(
+            tf.size(title), tf.size(image),
+            message="title and image must have the same batch size (one of each per item; "
+                    "b'' for an item without an image)")
+        dim = self._model.model.config.embedding_dim
+
+        def empty():
+            return {"embedding": tf.zeros([0, dim]), "modality_weights": tf.zeros([0, len(MODALITIES)]),
+                    "text": tf.zeros([0, dim]), "image": tf.zeros([0, dim]),
+                    "mask": tf.zeros([0, len(MODALITIES)])}
+
+        def embedded():
+            outputs = self._model.model.embed_items({"title": title, "image_bytes": image})
+            return {key: outputs[key] for key in empty()}
+
+        return tf.cond(tf.size(title) > 0, embedded, empty)
 
     def _top(self, scores, k):
         k = tf.minimum(k, tf.shape(scores)[1])
@@ -150,9 +166,17 @@ class SearchModule(tf.Module):
                                  candidates["text"], candidates["image"], candidates["mask"],
                                  coverage=coverage)
 
+    @staticmethod
+    def _found_nothing(query, product_ids, scores):
+        """Queries without text (the contract's rule) find no products: ids "", score -inf.
+        Returns the masked (ids, scores) and the [B, 1] mask of queries that have text."""
+        has_text = has_text_tensor(query)[:, None]
+        return (tf.where(has_text, product_ids, ""), tf.where(has_text, scores, float("-inf")),
+                has_text)
+
     # ------------------------------------------------------------------ signatures
 
-    @tf.function(input_signature=[QUERY_SPEC])
+    @tf.function(input_signature=input_signature("search"))
     def search(self, query):
         """Retrieve candidates from the index, re-score with the ranking head, keep the top K."""
         embedding = self._query_embedding(query)
@@ -161,47 +185,53 @@ class SearchModule(tf.Module):
         head = self._head_scores(query, embedding, candidates)
         scores, order = self._top(head, self.top_k)
         positions = tf.gather(candidates, order, batch_dims=1)
-        return {"product_ids": tf.gather(self.index.product_ids, positions),
-                "scores": scores,
-                "modality_weights": tf.gather(self.index.modality_weights, positions)}
+        ids, scores, has_text = self._found_nothing(
+            query, tf.gather(self.index.product_ids, positions), scores)
+        weights = tf.where(has_text[:, :, None], tf.gather(self.index.modality_weights, positions),
+                           0.0)
+        return {"product_ids": ids, "scores": scores, "modality_weights": weights}
 
-    @tf.function(input_signature=[QUERY_SPEC])
+    @tf.function(input_signature=input_signature("retrieve"))
     def retrieve(self, query):
         """Exact top-K by embedding similarity alone."""
         embedding = self._query_embedding(query)
         similarities = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
         scores, positions = self._top(similarities, self.top_k)
-        return {"product_ids": tf.gather(self.index.product_ids, positions), "scores": scores}
+        ids, scores, _ = self._found_nothing(
+            query, tf.gather(self.index.product_ids, positions), scores)
+        return {"product_ids": ids, "scores": scores}
 
-    @tf.function(input_signature=[QUERY_SPEC, tf.TensorSpec([None, None], tf.string, name="product_ids")])
+    @tf.function(input_signature=input_signature("rank"))
     def rank(self, query, product_ids):
         """Ranking-head scores of given indexed products; unknown ids score UNKNOWN_SCORE."""
+        tf.debugging.assert_equal(
+            tf.shape(query)[0], tf.shape(product_ids)[0],
+            message="rank: query [B] and product_ids [B, N] must have the same batch size B")
         embedding = self._query_embedding(query)
         positions, known = self.index.lookup(product_ids)
         scores = self._head_scores(query, embedding, positions)
         return {"scores": tf.where(known, scores, UNKNOWN_SCORE), "known": known}
 
-    @tf.function(input_signature=[QUERY_SPEC])
+    @tf.function(input_signature=input_signature("embed_query"))
     def embed_query(self, query):
         return {"embedding": self._query_embedding(query)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="title"),
-                                  tf.TensorSpec([None], tf.string, name="image")])
+    @tf.function(input_signature=input_signature("embed_item"))
     def embed_item(self, title, image):
         outputs = self._item_outputs(title, image)
         return {"embedding": outputs["embedding"], "modality_weights": outputs["modality_weights"]}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="title"),
-                                  tf.TensorSpec([None], tf.string, name="image")])
+    @tf.function(input_signature=input_signature("embed_item"))
     def index_outputs(self, title, image):
         """Everything the index stores for an item (used when (re-)indexing a catalog)."""
         outputs = self._item_outputs(title, image)
-        stored = {key: outputs[key] for key in ("embedding", "text", "image", "mask", "modality_weights")}
+        stored = {key: outputs[key] for key in INDEX_FIELDS}
         if self.lexical:
-            stored["title_words"] = word_ids(title, MAX_TITLE_WORDS)
+            stored[LEXICAL_FIELD] = word_ids(title, MAX_TITLE_WORDS)
         return stored
 
     def signatures(self) -> dict:
+        """The contract's signatures (SIGNATURE_INPUTS) as concrete functions."""
         search = self.search.get_concrete_function()
         return {
             "serving_default": search,

@@ -21,6 +21,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfmmsearch.config import ModelConfig
+from tfmmsearch.contract import MODALITIES, has_text_tensor
+from tfmmsearch.data.pipeline import decode_images
 from tfmmsearch.model.alignment import alignment_loss
 from tfmmsearch.model.grades import attribute_grades
 from tfmmsearch.model.lexical import query_coverage
@@ -37,7 +39,7 @@ from tfmmsearch.model.towers import build_item_tower, build_query_tower
 
 @dataclass
 class Encoders:
-    """Raw-input encoders (string -> vector, image -> vector). Any may be None when cached."""
+    """Raw-input encoders: title strings -> vectors, decoded images -> features, queries -> vectors."""
 
     text: tf.keras.Model | None = None
     image: tf.keras.Model | None = None
@@ -45,17 +47,27 @@ class Encoders:
 
 
 class MultimodalSearchModel(tfrs.Model):
-    """Query tower, item tower with fusion, ranking head, and their three training tasks."""
+    """Query tower, item tower with fusion, ranking head, and their training tasks.
+
+    The model owns its encoders, so it embeds raw strings and images itself (`embed_queries`,
+    `embed_items`): training, validation, evaluation, export and re-indexing all go through
+    these two methods. A batch may carry cached encoder outputs instead (`query_features`,
+    `title_features`, `image_features`); the encoder is then skipped for that batch. Only
+    encoders named in `trainable_encoders` are part of the model's checkpoint: frozen ones are
+    rebuilt from their TF-Hub modules, so checkpoints stay small.
+    """
 
     def __init__(self, config: ModelConfig, text_dim: int, image_dim: int, query_dim: int,
-                 encoders: Encoders | None = None, **kwargs):
+                 encoders: Encoders | None = None, trainable_encoders=("text", "image", "query"),
+                 image_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.encoders = encoders or Encoders()
-        # Keras tracks attributes, not dataclass fields: hold the encoders directly.
-        self.text_encoder = self.encoders.text
-        self.image_encoder = self.encoders.image
-        self.query_encoder = self.encoders.query
+        self.encoders = encoders or Encoders()  # a dataclass: Keras does not track its fields
+        self.image_size = image_size
+        # Trainable encoders are tracked attributes, so their weights are saved and restored.
+        for name in trainable_encoders:
+            if getattr(self.encoders, name) is not None:
+                setattr(self, f"{name}_encoder", getattr(self.encoders, name))
         self.item_tower = build_item_tower(text_dim, image_dim, config)
         self.query_tower = build_query_tower(query_dim, config)
         self.ranking_head = RankingHead(config.ranking_hidden_units,
@@ -81,34 +93,62 @@ class MultimodalSearchModel(tfrs.Model):
         """Creates the ranking head's variables (it builds lazily) so checkpoints restore eagerly."""
         dim = self.config.embedding_dim
         zeros = tf.zeros([1, 1, dim])
-        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros, "mask": tf.ones([1, 1, 2])},
-                  coverage=tf.zeros([1, 1]))
+        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros,
+                          "mask": tf.ones([1, 1, len(MODALITIES)])}, coverage=tf.zeros([1, 1]))
 
-    # ------------------------------------------------------------------ towers on a batch
+    # ------------------------------------------------------------------ the inference surface
 
     @property
     def temperature(self) -> tf.Tensor:
         return tf.exp(self.log_temperature)
 
+    def _encoder(self, name: str):
+        encoder = getattr(self.encoders, name)
+        if encoder is None:
+            raise ValueError(f"this model has no {name} encoder: pass cached "
+                             f"{'query' if name == 'query' else name}_features in the batch")
+        return encoder
+
     def query_features(self, features, training=False):
+        """`query_features` when the batch has them, else the query encoder on `query` strings."""
         if "query_features" in features:
             return features["query_features"]
-        return self.query_encoder(features["query"], training=training)
+        return self._encoder("query")(features["query"], training=training)
 
     def item_features(self, features, training=False):
-        title = features["title_features"] if "title_features" in features else \
-            self.text_encoder(features["title"], training=training)
-        image = features["image_features"] if "image_features" in features else \
-            self.image_encoder(features["image"], training=training)
+        """(title features, image features) of a batch: cached where given, else encoded from
+        `title` strings and `image` pixels [B, S, S, 3] or `image_bytes` (encoded files)."""
+        if "title_features" in features:
+            title = features["title_features"]
+        else:
+            title = self._encoder("text")(features["title"], training=training)
+        if "image_features" in features:
+            image = features["image_features"]
+        else:
+            pixels = features["image"] if "image" in features else \
+                decode_images(features["image_bytes"], self._image_size())
+            image = self._encoder("image")(pixels, training=training)
         return title, image
 
+    def _image_size(self) -> int:
+        if self.image_size is None:
+            raise ValueError("decoding image bytes needs the model's image_size")
+        return self.image_size
+
     def embed_queries(self, features, training=False) -> tf.Tensor:
+        """L2-normalised query embeddings [B, D] of a batch ({"query": strings} or cached)."""
         return self.query_tower({"query_features": self.query_features(features, training)},
                                 training=training)["embedding"]
 
     def embed_items(self, features, training=False) -> dict:
+        """Item-tower outputs (embedding, modality_weights, text, image, mask) of a batch.
+
+        `has_title` / `has_image` default to the contract's rules on the raw inputs: a title
+        with a non-whitespace character, non-empty image bytes.
+        """
         title, image = self.item_features(features, training)
-        return self._item_tower(title, image, features["has_title"], features["has_image"], training)
+        return self._item_tower(title, image, item_presence(features, "title"),
+                                item_presence(features, "image"), training)
 
     def _item_tower(self, title, image, has_title, has_image, training=False) -> dict:
         return self.item_tower({"title_features": title, "image_features": image,
@@ -189,6 +229,19 @@ class MultimodalSearchModel(tfrs.Model):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+
+def item_presence(features, modality: str) -> tf.Tensor:
+    """Whether each item of a batch has its title / image: the batch's `has_title` / `has_image`
+    when given, else the contract's rule on the raw input."""
+    key = f"has_{modality}"
+    if key in features:
+        return tf.cast(features[key], tf.bool)
+    if modality == "title":
+        return has_text_tensor(features["title"])
+    if "image_bytes" in features:
+        return tf.strings.length(features["image_bytes"]) > 0
+    raise ValueError(f"a batch without {key} needs raw titles / image_bytes to derive it")
 
 
 def _replicas() -> int:

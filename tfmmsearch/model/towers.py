@@ -12,9 +12,6 @@ import tensorflow as tf
 from tfmmsearch.config import ModelConfig
 from tfmmsearch.model.fusion import ModalityDropout, make_fusion
 
-MODALITIES = ("text", "image")
-
-
 def _projection(dim: int, name: str, dropout: float = 0.0) -> tf.keras.Sequential:
     # Unique layer names: TensorBoard histogram tags come from variable names.
     layers = [tf.keras.layers.Dense(dim * 2, activation="gelu", name=f"{name}_hidden")]

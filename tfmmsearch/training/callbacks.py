@@ -6,7 +6,9 @@ everything they add (val_ndcg@10, learning_rate) lands in the event files too.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -59,17 +61,68 @@ class LearningRateLogger(tf.keras.callbacks.Callback):
 
 
 class ResumeNotice(tf.keras.callbacks.Callback):
-    """Says so when training starts past epoch 1 (restored by BackupAndRestore)."""
+    """Says so when training starts past its first step (restored by BackupAndRestore)."""
 
-    def __init__(self):
+    def __init__(self, steps_per_epoch: int | None = None):
         super().__init__()
-        self.first_epoch: int | None = None
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch: int | None = None
+        self.resumed_at: tuple[int, int] | None = None  # (epoch, step), 1-based
+        self._first_batch_seen = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.first_epoch is None:
-            self.first_epoch = epoch
-            if epoch > 0:
-                logger.info("resumed from the backup: continuing at epoch %d", epoch + 1)
+        if self.epoch is None and epoch > 0:
+            self.resumed_at = (epoch + 1, 1)
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._first_batch_seen:
+            return
+        self._first_batch_seen = True
+        if batch > 0:  # a mid-epoch backup: Keras skips the steps already trained
+            self.resumed_at = (self.epoch + 1, batch + 1)
+        if self.resumed_at is not None:
+            epoch, step = self.resumed_at
+            of = f" of {self.steps_per_epoch}" if self.steps_per_epoch else ""
+            logger.info("resumed from the backup: continuing at epoch %d, step %d%s",
+                        epoch, step, of)
+
+
+class EpochHistory(tf.keras.callbacks.Callback):
+    """Every epoch's logs in a JSON file that survives resumes, so a run's history is whole.
+
+    An epoch trained again after a crash replaces its earlier entry.
+    """
+
+    def __init__(self, path: Path, write: bool = True):
+        super().__init__()
+        self.path, self.write = Path(path), write
+        self.epochs: dict[int, dict] = {}
+        if self.path.is_file():
+            stored = json.loads(self.path.read_text())
+            self.epochs = {int(epoch): logs for epoch, logs in stored.get("epochs", {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[epoch + 1] = {key: float(value) for key, value in (logs or {}).items()}
+        if self.write:
+            write_json_atomically(self.path, {"epochs": {str(e): v for e, v in
+                                                         sorted(self.epochs.items())}})
+
+    def history(self) -> dict[str, list[float]]:
+        """{metric: [value per epoch]} in epoch order, like Keras's History.history."""
+        merged: dict[str, list[float]] = {}
+        for _, logs in sorted(self.epochs.items()):
+            for key, value in logs.items():
+                merged.setdefault(key, []).append(value)
+        return merged
+
+
+def write_json_atomically(path: Path, value) -> None:
+    """Writes JSON through a temporary file, so a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
 
 
 def write_embedding_projector(log_dir: Path, embeddings: np.ndarray, titles: list[str],

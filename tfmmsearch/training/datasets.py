@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
 from tfmmsearch.training.examples import TrainingExamples
-from tfmmsearch.training.feature_cache import ItemTable
+from tfmmsearch.model.feature_cache import ItemTable
 
 
 def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size: int, seed: int,

@@ -5,18 +5,21 @@ A run directory holds everything a run produced and everything needed to resume 
   backup/            BackupAndRestore state: rerun the same command to resume after a crash
   checkpoints/       weights after every epoch (tf.train.Checkpoint)
   logs/              TensorBoard event files (+ projector/ with item embeddings)
-  model/             final weights, read by `load_trained_model` and the exporter
-  metrics.json       per-epoch history and the final validation metrics
+  model/             final weights, read by `tfmmsearch.model.build.load_trained_model`
+  history.json       every epoch's logs, kept across resumes
+  metrics.json       the whole history and the final validation metrics ("complete": true)
   workers/<task>/model/  a non-chief worker's copy of the final weights (multi-worker runs)
 
 In multi-worker training every worker runs the same callbacks and saves, because saving reads
 synchronised variables with collective ops that all workers must join; Keras sends the
 non-chief workers' checkpoints and event files to temporary directories it removes itself.
+
+Rerunning `train` on a run directory resumes it (same config only: a changed config is
+refused before anything is written) and is a no-op on a finished run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -28,32 +31,35 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfmmsearch.config import Config, ConfigError, load_config, save_config
-from tfmmsearch.data.pipeline import IMAGE_DECODING
+from tfmmsearch.config import Config, ConfigError, config_to_dict, load_config, save_config
 from tfmmsearch.data.prepare import PreparedData, prepare_data
 from tfmmsearch.data.queries import grade_matrix
-from tfmmsearch.model.encoders import build_image_encoder, build_text_encoder
-from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
+from tfmmsearch.model.build import (
+    RUN_CONFIG,
+    RUN_WEIGHTS,
+    build_encoders,
+    build_model,
+    encoder_dims,
+)
+from tfmmsearch.model.search_model import MultimodalSearchModel
 from tfmmsearch.training.callbacks import (
+    EpochHistory,
     LearningRateLogger,
     ResumeNotice,
     ValidationRanking,
     write_embedding_projector,
+    write_json_atomically,
 )
 from tfmmsearch.training.datasets import training_dataset
 from tfmmsearch.training.examples import AttributeIds, build_examples
-from tfmmsearch.training.feature_cache import (
-    ItemTable,
-    cache_key,
-    encode_images,
-    encode_texts,
-    load_or_compute,
-)
+from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.training.strategy import is_chief, make_strategy, task_name
 
 logger = logging.getLogger(__name__)
 
-FINAL_WEIGHTS = "model/weights"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"  # per-epoch logs, kept across resumes
+
 
 
 @dataclass
@@ -62,87 +68,6 @@ class TrainResult:
     history: dict
     validation: dict
     seconds: float
-
-
-@dataclass
-class Towers:
-    """The encoders of a run plus which of them are frozen (their outputs can be cached)."""
-
-    encoders: Encoders
-    text_frozen: bool
-    image_frozen: bool
-
-    @property
-    def query_frozen(self) -> bool:
-        return self.text_frozen  # the query tower shares the text encoder unless configured apart
-
-
-def build_towers(config: Config) -> Towers:
-    towers = config.towers
-    cache_dir = towers.hub_cache_dir or None
-    text = build_text_encoder(towers.text, cache_dir)
-    query_seq = towers.query.seq_length or towers.text.seq_length
-    if towers.query.share_text_encoder and query_seq == towers.text.seq_length:
-        query = text
-    elif towers.query.share_text_encoder and towers.text.trainable != "frozen":
-        raise ConfigError("towers.query.seq_length must equal towers.text.seq_length (or be 0) "
-                          "when the query tower shares a trainable text encoder")
-    else:
-        query_config = dataclasses.replace(towers.text, seq_length=query_seq)
-        query = build_text_encoder(query_config, cache_dir, name="query_encoder",
-                                   preprocessor=towers.query.preprocessor or None,
-                                   encoder=towers.query.encoder or None)
-    image = build_image_encoder(towers.image, cache_dir)
-    return Towers(Encoders(text=text, image=image, query=query),
-                  text_frozen=towers.text.trainable == "frozen",
-                  image_frozen=not towers.image.trainable)
-
-
-def _dims(encoders: Encoders, image_size: int) -> tuple[int, int, int]:
-    text_dim = int(encoders.text(tf.constant(["x"])).shape[-1])
-    image_dim = int(encoders.image(tf.zeros([1, image_size, image_size, 3])).shape[-1])
-    query_dim = int(encoders.query(tf.constant(["x"])).shape[-1])
-    return text_dim, image_dim, query_dim
-
-
-class FeatureStore:
-    """Encoder outputs for a run's products and queries, cached on disk for frozen towers."""
-
-    def __init__(self, config: Config, towers: Towers, items: ItemTable, cache_dir: Path):
-        self.config, self.towers, self.items, self.cache_dir = config, towers, items, cache_dir
-        self.cached = cached_inputs(config, towers)  # the one decision of what is cached
-        self._catalog_key = cache_key(ids=items.product_ids, titles=items.titles,
-                                      images=items.image_paths)
-
-    def item_features(self) -> dict[str, np.ndarray]:
-        cfg, out = self.config.towers, {}
-        if "title_features" in self.cached:
-            key = cache_key(catalog=self._catalog_key, pre=cfg.text.preprocessor,
-                            enc=cfg.text.encoder, seq=cfg.text.seq_length, pool=cfg.text.pooling)
-            out["title_features"] = load_or_compute(
-                self.cache_dir, "titles", key,
-                lambda: encode_texts(self.towers.encoders.text, self.items.titles, desc="titles"))
-        if "image_features" in self.cached:
-            parts = {"handle": cfg.image.handle, "size": cfg.image.image_size,
-                     "decoding": IMAGE_DECODING}
-            if cfg.image.colour_histogram_bins:  # part of the key only when used: old caches stay valid
-                parts["colour_bins"] = cfg.image.colour_histogram_bins
-            key = cache_key(catalog=self._catalog_key, **parts)
-            out["image_features"] = load_or_compute(
-                self.cache_dir, "images", key,
-                lambda: encode_images(self.towers.encoders.image, self.items.image_paths,
-                                      cfg.image.image_size, desc="images"))
-        return out
-
-    def query_features(self, texts: list[str], name: str) -> np.ndarray | None:
-        if "query_features" not in self.cached:
-            return None
-        cfg = self.config.towers
-        key = cache_key(texts=texts, pre=cfg.text.preprocessor, enc=cfg.text.encoder,
-                        seq=cfg.text.seq_length, pool=cfg.text.pooling,
-                        query=[cfg.query.encoder, cfg.query.preprocessor, cfg.query.seq_length])
-        return load_or_compute(self.cache_dir, name, key,
-                               lambda: encode_texts(self.towers.encoders.query, texts, desc=name))
 
 
 def validation_queries(prepared: PreparedData, config: Config) -> list:
@@ -210,45 +135,17 @@ def _optimizer(config: Config, steps_per_epoch: int) -> tf.keras.optimizers.Opti
     return tf.keras.optimizers.Adam(schedule)
 
 
-def cached_inputs(config: Config, towers: Towers) -> set[str]:
-    """Which model inputs come from cached encoder outputs (frozen towers with caching on)."""
-    if not config.training.cache_frozen_features:
-        return set()
-    keys = set()
-    if towers.text_frozen:
-        keys.add("title_features")
-    if towers.image_frozen:
-        keys.add("image_features")
-    if towers.query_frozen:
-        keys.add("query_features")
-    return keys
-
-
-def build_model(config: Config, towers: Towers, cached,
-                dims: tuple[int, int, int] | None = None) -> MultimodalSearchModel:
-    """The search model; encoders are attached only for inputs that are not cached.
-
-    `dims` (text, image, query encoder widths) lets a caller under a distribution strategy
-    measure them outside its scope: an eager TF-Hub call in a multi-worker cross-replica
-    context fails.
-    """
-    text_dim, image_dim, query_dim = dims or _dims(towers.encoders, config.towers.image.image_size)
-    encoders = Encoders(
-        text=None if "title_features" in cached else towers.encoders.text,
-        image=None if "image_features" in cached else towers.encoders.image,
-        query=None if "query_features" in cached else towers.encoders.query)
-    return MultimodalSearchModel(config.model, text_dim, image_dim, query_dim, encoders,
-                                 name="multimodal_search")
-
-
 def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> TrainResult:
     """Trains the configured model into `run_dir`; rerunning the same call resumes from backup."""
     start = time.time()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     chief = is_chief()
-    if chief:
-        save_config(config, run_dir / "config.yaml")
+    finished = check_resumable(run_dir, config)  # before anything is written
+    if finished is not None:
+        return finished
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief and not (run_dir / RUN_CONFIG).is_file():
+        save_config(config, run_dir / RUN_CONFIG)
     tf.keras.utils.set_random_seed(config.training.seed)
     if config.training.mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
@@ -261,8 +158,8 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     train_positions = [i for i, p in enumerate(products) if p.product_id in train_ids]
 
     with strategy.scope():
-        towers = build_towers(config)
-    store = FeatureStore(config, towers, items, Path(config.data.work_dir) / "feature_cache")
+        encoders = build_encoders(config)
+    store = FeatureStore(config, encoders, items, Path(config.data.work_dir) / "feature_cache")
     cached = store.item_features()
 
     attribute_ids = AttributeIds.from_products(products, config.data.attributes)
@@ -284,9 +181,9 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
                 "cached inputs: %s", len(examples), len(examples.query_texts), len(train_products),
                 batch_size, steps_per_epoch, ", ".join(sorted(train_cached)) or "none")
 
-    dims = _dims(towers.encoders, config.towers.image.image_size)  # eager: outside the scope
+    dims = encoder_dims(encoders, config.towers.image.image_size)  # eager: outside the scope
     with strategy.scope():
-        model = build_model(config, towers, train_cached, dims)
+        model = build_model(config, encoders, dims)
         model.compile(optimizer=_optimizer(config, steps_per_epoch),
                       jit_compile=config.training.xla or None)
 
@@ -295,8 +192,9 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     score_fn, grades = _validation_scorer(prepared, val_queries, cached, items, val_query_features,
                                           config)
     validation = ValidationRanking(score_fn, grades)
+    epochs_log = EpochHistory(run_dir / HISTORY_FILE, write=chief)
     callbacks = [
-        ResumeNotice(),
+        ResumeNotice(steps_per_epoch),
         tf.keras.callbacks.BackupAndRestore(
             str(run_dir / "backup"),
             save_freq=config.training.steps_per_checkpoint or "epoch",
@@ -314,35 +212,71 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
             str(run_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
         tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=1,
                                        update_freq="epoch"),
+        epochs_log,  # last: it records what the callbacks above added to the epoch logs
     ]
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
-    history = model.fit(dataset, epochs=config.training.epochs, callbacks=callbacks,
-                        verbose=verbose)
+    model.fit(dataset, epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
 
-    final_validation = validation.history[-1] if validation.history else {}
+    # The whole run's history, earlier processes' epochs included (a resumed run).
+    history = epochs_log.history()
+    final_validation = {key: values[-1] for key, values in history.items()
+                        if key.startswith("val_") and values}
     # Every worker saves (collectives); only the chief's copy is the run's model.
-    model.save_weights(str(run_dir / (FINAL_WEIGHTS if chief else worker_weights_path())))
+    model.save_weights(str(run_dir / (RUN_WEIGHTS if chief else worker_weights_path())))
     if chief:
         _write_projector(run_dir, model, prepared, cached, items, config)
-        summary = {"history": _jsonable(history.history), "validation": final_validation,
+        summary = {"complete": True, "history": history, "validation": final_validation,
                    "train_pairs": len(examples), "steps_per_epoch": steps_per_epoch,
                    "seconds": round(time.time() - start, 1)}
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomically(run_dir / METRICS_FILE, summary)
         logger.info("run finished in %.0f s: weights %s, checkpoints %s, TensorBoard logs %s, "
-                    "metrics %s", time.time() - start, run_dir / FINAL_WEIGHTS,
+                    "metrics %s", time.time() - start, run_dir / RUN_WEIGHTS,
                     run_dir / "checkpoints", run_dir / "logs", run_dir / "metrics.json")
         logger.info("watch it with: tensorboard --logdir %s --host 127.0.0.1", run_dir / "logs")
-    return TrainResult(run_dir, _jsonable(history.history), final_validation, time.time() - start)
+    return TrainResult(run_dir, history, final_validation, time.time() - start)
+
+
+def check_resumable(run_dir: Path, config: Config) -> TrainResult | None:
+    """Refuses a rerun whose config differs from the run's (naming the changed keys, changing
+    nothing); returns the finished run's result when it is already complete; else None."""
+    stored_path = run_dir / RUN_CONFIG
+    if not stored_path.is_file():
+        return None
+    stored = config_to_dict(load_config(stored_path))
+    changed = _changed_keys(stored, config_to_dict(config))
+    if changed:
+        shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed[:10])
+        raise ConfigError(
+            f"{run_dir} was trained with another config ({len(changed)} changed: {shown}). "
+            f"Nothing was changed. To resume it, rerun with its own config: tfmmsearch train "
+            f"--config {stored_path} --out {run_dir}; to train the new config, pass a new --out")
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file() and Path(str(run_dir / RUN_WEIGHTS) + ".index").is_file():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("complete"):
+            logger.info("%s is already complete (%s); nothing to do. Export it: tfmmsearch "
+                        "export --run %s", run_dir, metrics_path, run_dir)
+            return TrainResult(run_dir, metrics.get("history", {}), metrics.get("validation", {}),
+                               0.0)
+    return None
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_keys(a, b, dotted + ".")
+        elif a != b:
+            changed.append((dotted, a, b))
+    return changed
 
 
 def worker_weights_path() -> str:
     """Where this non-chief worker keeps its copy of the final weights, relative to the run dir."""
-    return f"workers/{task_name()}/{FINAL_WEIGHTS}"
-
-
-def _jsonable(history: dict) -> dict:
-    return {key: [float(v) for v in values] for key, values in history.items()}
+    return f"workers/{task_name()}/{RUN_WEIGHTS}"
 
 
 def _write_projector(run_dir: Path, model, prepared: PreparedData, cached: dict, items: ItemTable,
@@ -354,25 +288,3 @@ def _write_projector(run_dir: Path, model, prepared: PreparedData, cached: dict,
     batch = _item_batch(items, positions, cached, config.towers.image.image_size, images)
     embeddings = _batched(lambda b: model.embed_items(b)["embedding"], batch)
     write_embedding_projector(run_dir / "logs", embeddings, [items.titles[i] for i in positions], images)
-
-
-def load_run_config(run_dir: str | Path) -> Config:
-    return load_config(Path(run_dir) / "config.yaml")
-
-
-def load_trained_model(run_dir: str | Path, config: Config | None = None
-                       ) -> tuple[Config, Towers, MultimodalSearchModel]:
-    """Rebuilds a run's towers and model from its config.yaml and restores the final weights."""
-    run_dir = Path(run_dir)
-    weights = run_dir / FINAL_WEIGHTS
-    if not Path(str(weights) + ".index").is_file():
-        raise FileNotFoundError(f"{run_dir} has no trained weights ({weights}.index); "
-                                f"train first: tfmmsearch train --out {run_dir}")
-    config = config or load_run_config(run_dir)
-    towers = build_towers(config)
-    model = build_model(config, towers, cached_inputs(config, towers))
-    model.build_heads()
-    status = model.load_weights(str(weights))
-    status.assert_existing_objects_matched()  # every variable of the model must come back
-    status.expect_partial()  # optimizer slots and metric states are not needed
-    return config, towers, model

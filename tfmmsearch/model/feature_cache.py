@@ -1,4 +1,4 @@
-"""Frozen-tower feature caching: run a frozen encoder once per item, not once per step.
+"""Frozen-encoder feature caching: run a frozen encoder once per item, not once per step.
 
 With frozen BERT and EfficientNet towers, everything that trains sits on top of their
 outputs, so those outputs are computed once (batched, with a progress bar) and stored as
@@ -20,8 +20,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfmmsearch.data.pipeline import read_image
+from tfmmsearch.config import Config
+from tfmmsearch.data.pipeline import IMAGE_DECODING, read_image
 from tfmmsearch.data.schema import Product
+from tfmmsearch.model.build import cached_inputs
+from tfmmsearch.model.search_model import Encoders
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +90,16 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_or_compute(cache_dir: Path, name: str, key: str, compute) -> np.ndarray:
-    """Returns the array stored under (name, key), computing and storing it on a miss."""
+def load_or_compute(cache_dir: Path, name: str, key: str, compute) -> np.ndarray | None:
+    """Returns the array stored under (name, key), computing and storing it on a miss
+    (`compute` None or False: None on a miss)."""
     path = Path(cache_dir) / f"{name}-{key}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             logger.info("read cached %s features from %s", name, path)
             return stored["values"]
+    if not compute:
+        return None
     start = time.time()
     values = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,3 +108,44 @@ def load_or_compute(cache_dir: Path, name: str, key: str, compute) -> np.ndarray
     tmp.replace(path)
     logger.info("computed %s features %s in %.1f s -> %s", name, values.shape, time.time() - start, path)
     return values
+
+
+class FeatureStore:
+    """Encoder outputs for a run's products and queries, cached on disk for frozen towers."""
+
+    def __init__(self, config: Config, encoders: Encoders, items: ItemTable, cache_dir: Path):
+        self.config, self.encoders, self.items, self.cache_dir = config, encoders, items, cache_dir
+        self.cached = cached_inputs(config)  # the one decision of what is cached
+        self._catalog_key = cache_key(ids=items.product_ids, titles=items.titles,
+                                      images=items.image_paths)
+
+    def item_features(self, compute: bool = True) -> dict[str, np.ndarray]:
+        """Cached encoder outputs of the items; with compute=False only those already on disk."""
+        cfg, out = self.config.towers, {}
+        if "title_features" in self.cached:
+            key = cache_key(catalog=self._catalog_key, pre=cfg.text.preprocessor,
+                            enc=cfg.text.encoder, seq=cfg.text.seq_length, pool=cfg.text.pooling)
+            out["title_features"] = load_or_compute(
+                self.cache_dir, "titles", key, compute and (
+                    lambda: encode_texts(self.encoders.text, self.items.titles, desc="titles")))
+        if "image_features" in self.cached:
+            parts = {"handle": cfg.image.handle, "size": cfg.image.image_size,
+                     "decoding": IMAGE_DECODING}
+            if cfg.image.colour_histogram_bins:  # part of the key only when used: old caches stay valid
+                parts["colour_bins"] = cfg.image.colour_histogram_bins
+            key = cache_key(catalog=self._catalog_key, **parts)
+            out["image_features"] = load_or_compute(
+                self.cache_dir, "images", key, compute and (
+                    lambda: encode_images(self.encoders.image, self.items.image_paths,
+                                          cfg.image.image_size, desc="images")))
+        return {name: values for name, values in out.items() if values is not None}
+
+    def query_features(self, texts: list[str], name: str) -> np.ndarray | None:
+        if "query_features" not in self.cached:
+            return None
+        cfg = self.config.towers
+        key = cache_key(texts=texts, pre=cfg.text.preprocessor, enc=cfg.text.encoder,
+                        seq=cfg.text.seq_length, pool=cfg.text.pooling,
+                        query=[cfg.query.encoder, cfg.query.preprocessor, cfg.query.seq_length])
+        return load_or_compute(self.cache_dir, name, key,
+                               lambda: encode_texts(self.encoders.query, texts, desc=name))

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.data.schema import Product
-from tfmmsearch.training.feature_cache import (
+from tfmmsearch.model.feature_cache import (
     ItemTable,
     cache_key,
     encode_images,
