@@ -24,7 +24,7 @@ SAVE_FORMATS = ("tf", "keras")
 
 
 def _plain(config: dict) -> dict:
-    """The config as JSON would store it; fails on anything JSON cannot hold."""
+    """The serialized config as a .keras file stores it; fails on anything JSON cannot hold."""
     return json.loads(json.dumps(config))
 
 
@@ -37,11 +37,13 @@ def _call(layer, args, kwargs):
 
 
 def _weight_layout(layer) -> list[tuple[str, tuple]]:
-    return [(w.name, tuple(w.shape)) for w in layer.weights]
+    # Last name component only: a layer deserialized with its build config is built outside
+    # its name scope, so its own weights lose the "layer_name/" prefix (Keras does that too).
+    return [(w.name.split("/")[-1], tuple(w.shape)) for w in layer.weights]
 
 
 def assert_outputs_close(expected, actual, atol: float = 1e-6, what: str = "outputs") -> None:
-    tf.nest.assert_same_structure(expected, actual)
+    tf.nest.assert_same_structure(expected, actual, check_types=False)  # a reload may give lists
     for i, (want, got) in enumerate(zip(_arrays(expected), _arrays(actual))):
         assert want.shape == got.shape, f"{what}[{i}]: shape {got.shape} != {want.shape}"
         np.testing.assert_allclose(got, want, atol=atol, err_msg=f"{what}[{i}]")
@@ -55,11 +57,11 @@ def assert_config_round_trip(layer: tf.keras.layers.Layer, args: tuple, kwargs: 
     `custom_objects` only for classes the package does not register. Returns the rebuilt
     layer (with the original's weights) for further checks."""
     expected = _call(layer, args, kwargs)  # builds the original if it was not built yet
-    config = _plain(layer.get_config())
-    clone = tf.keras.layers.deserialize(_plain(tf.keras.layers.serialize(layer)),
-                                        custom_objects=custom_objects)
+    # serialize() wraps get_config() as a .keras file stores it (class, config, build config).
+    config = _plain(tf.keras.layers.serialize(layer))
+    clone = tf.keras.layers.deserialize(config, custom_objects=custom_objects)
     assert type(clone) is type(layer), f"rebuilt as {type(clone).__name__}"
-    assert _plain(clone.get_config()) == config, "config changed through from_config"
+    assert _plain(tf.keras.layers.serialize(clone)) == config, "config changed through from_config"
 
     fresh = _call(clone, args, kwargs)
     assert [a.shape for a in _arrays(fresh)] == [a.shape for a in _arrays(expected)], \
@@ -80,7 +82,9 @@ def _custom_layer_classes(model: tf.keras.Model) -> dict[str, type]:
     return found
 
 
-def save_and_reload(model: tf.keras.Model, tmp_path: Path, save_format: str) -> tf.keras.Model:
+def save_and_reload(model: tf.keras.Model, tmp_path: Path, save_format: str,
+                    custom_objects: dict | None = None) -> tf.keras.Model:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     if save_format == "tf":
         path = tmp_path / "saved_model"
         model.save(str(path), save_format="tf")
@@ -89,17 +93,17 @@ def save_and_reload(model: tf.keras.Model, tmp_path: Path, save_format: str) -> 
         model.save(str(path))
     else:
         raise ValueError(f"unknown save format {save_format!r}")
-    # No custom_objects: the package's layers must be registered to reload as themselves.
-    return tf.keras.models.load_model(str(path))
+    # The package's layers are registered: custom_objects only for other libraries' layers.
+    return tf.keras.models.load_model(str(path), custom_objects=custom_objects)
 
 
-def assert_saving_round_trip(model: tf.keras.Model, inputs, tmp_path: Path,
-                             formats=SAVE_FORMATS, atol: float = 1e-6) -> None:
+def assert_saving_round_trip(model: tf.keras.Model, inputs, tmp_path: Path, formats=SAVE_FORMATS,
+                             atol: float = 1e-6, custom_objects: dict | None = None) -> None:
     """Saves `model` in each format, reloads it, and compares layer classes and outputs."""
     expected = model(inputs, training=False)
     classes = _custom_layer_classes(model)
     for save_format in formats:
-        reloaded = save_and_reload(model, Path(tmp_path) / save_format, save_format)
+        reloaded = save_and_reload(model, Path(tmp_path) / save_format, save_format, custom_objects)
         # A SavedModel whose layers fail from_config still loads, as anonymous revived
         # layers: insist on the real classes.
         assert _custom_layer_classes(reloaded) == classes, f"{save_format}: layer classes changed"
