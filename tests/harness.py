@@ -1,13 +1,13 @@
 """Round-trip checks for Keras layers and models (in the spirit of keras-hub's layer tests).
 
-`assert_config_round_trip(layer, args)`: the layer's config is plain JSON; the layer rebuilt
-from it (through `tf.keras.layers.deserialize`, i.e. by registered class name) has the same
-config, the same weight names and shapes, the same output shapes, and, once given the
-original's weights, the same outputs.
+`assert_config_round_trip(layer, args)`: the layer's serialized config is plain JSON; the
+layer rebuilt from it (through `tf.keras.layers.deserialize`, i.e. by registered class name)
+is of the same class, has the same config, the same weights (names, shapes, order), the same
+output shapes, and, once given the original's weights, the same outputs.
 
 `assert_saving_round_trip(model, inputs, tmp_path)`: a model saved as a SavedModel and as a
-`.keras` file reloads (without custom_objects) into the same layer classes and gives the same
-outputs.
+`.keras` file reloads into the same layer classes (not anonymous revived layers) and gives
+the same outputs. The package's own layers must need no custom_objects.
 
 Outputs are always compared with `training=False`, so dropout layers are deterministic.
 """

@@ -86,7 +86,8 @@ def test_modality_dropout_round_trips(tmp_path):
 
 # --------------------------------------------------------------------------- ranking head
 
-HEAD_VARIANTS = [(interactions, lexical)
+HEAD_VARIANTS = [pytest.param(interactions, lexical,
+                              id=f"{'+'.join(interactions)}-{'lexical' if lexical else 'plain'}")
                  for interactions in (["fused", "text", "image"], ["fused"], ["text"], ["image"],
                                       ["fused", "text"])
                  for lexical in (False, True)]
