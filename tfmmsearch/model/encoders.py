@@ -22,6 +22,7 @@ def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(tf.reduce_sum(sequence * mask, axis=1), tf.reduce_sum(mask, axis=1))
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class TopLayersKerasLayer(hub.KerasLayer):
     """A BERT encoder whose top N transformer layers (and pooler) train; the rest stay frozen."""
 
@@ -40,6 +41,18 @@ class TopLayersKerasLayer(hub.KerasLayer):
         everything = super().trainable_weights + super().non_trainable_weights
         chosen = {id(v) for v in self.trainable_weights}
         return [v for v in everything if id(v) not in chosen]
+
+    def get_config(self):
+        return {**super().get_config(), "top_layers": self.top_layers}
+
+    @classmethod
+    def from_config(cls, config):
+        # __init__ sets trainable itself; a layer frozen after construction stays frozen.
+        config = dict(config)
+        trainable = config.pop("trainable", True)
+        layer = cls(**config)
+        layer.trainable = trainable
+        return layer
 
 
 def _encoder_layer(handle: str, config: TextTowerConfig, name: str) -> hub.KerasLayer:
@@ -87,6 +100,7 @@ def build_image_encoder(config: ImageTowerConfig, cache_dir=None, name: str = "i
     return tf.keras.Model(image, features, name=name)
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class ColourHistogram(tf.keras.layers.Layer):
     """Joint RGB histogram of an image's foreground: [B, S, S, 3] in [0, 1] -> [B, bins^3].
 
@@ -113,3 +127,9 @@ class ColourHistogram(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "bins": self.bins, "background": self.background}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("trainable", None)  # always False: __init__ sets it
+        return cls(**config)

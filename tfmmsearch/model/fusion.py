@@ -27,6 +27,7 @@ def _stack(modalities, mask):
     return vectors, tf.cast(mask, vectors.dtype)
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class AttentionFusion(tf.keras.layers.Layer):
     """a = masked softmax(w . tanh(W z_i) + b_i); fused = normalize(sum a_i z_i)."""
 
@@ -55,6 +56,7 @@ class AttentionFusion(tf.keras.layers.Layer):
         return {**super().get_config(), "attention_units": self.attention_units}
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class GatedFusion(tf.keras.layers.Layer):
     """Gates computed jointly from all present modalities (a gated multimodal unit)."""
 
@@ -73,6 +75,7 @@ class GatedFusion(tf.keras.layers.Layer):
         return tf.math.l2_normalize(fused, axis=-1), weights
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class ConcatFusion(tf.keras.layers.Layer):
     """Concatenate (missing modalities zeroed) and project; weights are uniform over present ones."""
 
@@ -95,6 +98,7 @@ class ConcatFusion(tf.keras.layers.Layer):
         return {**super().get_config(), "output_dim": self.output_dim}
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class ModalityDropout(tf.keras.layers.Layer):
     """While training, hides one modality of an item at `rate`, never all of them.
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class RankingHead(tf.keras.layers.Layer):
     """score(query, item) from query x item interaction features. Shapes broadcast: [..., D]."""
 

@@ -12,13 +12,33 @@ import tensorflow as tf
 from tfmmsearch.config import ModelConfig
 from tfmmsearch.model.fusion import ModalityDropout, make_fusion
 
+# Named layers rather than Lambda(lambda ...): a Python lambda does not reload from a .keras
+# file (Keras refuses it in safe mode) and ties SavedModel configs to bytecode. Both have no
+# weights and keep the names the Lambda layers had ("normalize", "modality_mask"), so
+# checkpoints written with the Lambda layers restore unchanged.
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
+class L2Normalize(tf.keras.layers.Layer):
+    """x / ||x|| over the last axis."""
+
+    def call(self, inputs):
+        return tf.math.l2_normalize(inputs, axis=-1)
+
+
+@tf.keras.utils.register_keras_serializable(package="tfmmsearch")
+class StackModalities(tf.keras.layers.Layer):
+    """[has_title [B], has_image [B]] -> modality mask [B, 2]."""
+
+    def call(self, inputs):
+        return tf.stack(inputs, axis=-1)
+
+
 def _projection(dim: int, name: str, dropout: float = 0.0) -> tf.keras.Sequential:
     # Unique layer names: TensorBoard histogram tags come from variable names.
     layers = [tf.keras.layers.Dense(dim * 2, activation="gelu", name=f"{name}_hidden")]
     if dropout > 0:  # only then: runs trained without it keep their checkpoint layout
         layers.append(tf.keras.layers.Dropout(dropout, name=f"{name}_dropout"))
     layers += [tf.keras.layers.Dense(dim, name=f"{name}_out"),
-               tf.keras.layers.Lambda(lambda x: tf.math.l2_normalize(x, axis=-1), name="normalize")]
+               L2Normalize(name="normalize")]
     return tf.keras.Sequential(layers, name=name)
 
 
@@ -29,8 +49,7 @@ def build_item_tower(text_dim: int, image_dim: int, config: ModelConfig) -> tf.k
     has_title = tf.keras.Input((), dtype=tf.bool, name="has_title")
     has_image = tf.keras.Input((), dtype=tf.bool, name="has_image")
 
-    mask = tf.keras.layers.Lambda(lambda t: tf.stack(t, axis=-1), name="modality_mask")(
-        [has_title, has_image])
+    mask = StackModalities(name="modality_mask")([has_title, has_image])
     mask = ModalityDropout(config.modality_dropout, seed=None, name="modality_dropout")(mask)
     image_in = tf.keras.layers.Dropout(config.image_input_dropout, name="image_input_dropout")(
         image_features)
