@@ -88,6 +88,8 @@ def test_run_writes_the_embedding_projector(frozen_run):
     projector = frozen_run.run_dir / "logs" / "projector"
     for name in ("projector_config.pbtxt", "metadata.tsv", "sprite.png"):
         assert (projector / name).is_file(), name
+    # A run of its own, so `tensorboard --logdir RUN_DIR/logs` (what `train` prints) shows it.
+    assert list(projector.glob("events.out.tfevents.*"))
     config = (projector / "projector_config.pbtxt").read_text()
     assert 'metadata_path: "metadata.tsv"' in config and 'image_path: "sprite.png"' in config
     rows = len((projector / "metadata.tsv").read_text(encoding="utf-8").splitlines())
