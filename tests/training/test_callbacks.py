@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +88,8 @@ def test_run_writes_the_embedding_projector(frozen_run):
     projector = frozen_run.run_dir / "logs" / "projector"
     for name in ("projector_config.pbtxt", "metadata.tsv", "sprite.png"):
         assert (projector / name).is_file(), name
+    # A run of its own, so `tensorboard --logdir RUN_DIR/logs` (what `train` prints) shows it.
+    assert list(projector.glob("events.out.tfevents.*"))
     config = (projector / "projector_config.pbtxt").read_text()
     assert 'metadata_path: "metadata.tsv"' in config and 'image_path: "sprite.png"' in config
     rows = len((projector / "metadata.tsv").read_text(encoding="utf-8").splitlines())
@@ -102,6 +113,113 @@ def test_write_embedding_projector_without_images(tmp_path):
     assert "sprite" not in (out / "projector_config.pbtxt").read_text()
     stored = read_checkpoint(tf.train.latest_checkpoint(str(out)))
     np.testing.assert_array_equal(stored["embedding/.ATTRIBUTES/VARIABLE_VALUE"], embeddings)
+
+
+def write_small_projector(logs, count: int = 10, dim: int = 6):
+    """A projector for `count` random embeddings, titles and 12x12 images under `logs`."""
+    rng = np.random.default_rng(7)
+    embeddings = rng.normal(size=(count, dim)).astype(np.float32)
+    titles = [f"item {i}" for i in range(count)]
+    images = rng.uniform(size=(count, 12, 12, 3)).astype(np.float32)
+    return write_embedding_projector(logs, embeddings, titles, images), embeddings
+
+
+def test_projector_is_a_run_that_tensorboard_finds_under_the_parent_logdir(tmp_path):
+    from google.protobuf import text_format
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.plugins.projector import ProjectorConfig
+
+    logs = tmp_path / "logs"
+    out, embeddings = write_small_projector(logs)
+    assert out == logs / "projector"
+    # TensorBoard's runs are directories with event files: `--logdir logs` lists "projector".
+    assert list(out.glob("events.out.tfevents.*"))
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logs))
+    assert "projector" in multiplexer.Runs()
+
+    config = text_format.Parse((out / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    # No checkpoint path in the config: the plugin takes the latest checkpoint in the run dir
+    # (a relative path would be resolved against TensorBoard's working directory).
+    assert not config.model_checkpoint_path
+    [embedding] = config.embeddings
+    # Asset paths are resolved relative to the config's directory: they must stay inside it.
+    for name in (embedding.metadata_path, embedding.sprite.image_path):
+        assert name and not Path(name).is_absolute()
+        assert (out / name).is_file(), name
+    assert (out / embedding.metadata_path).read_text().splitlines() == [f"item {i}" for i in range(10)]
+    assert list(embedding.sprite.single_image_dim) == [32, 32]
+    sprite = tf.io.decode_png((out / embedding.sprite.image_path).read_bytes()).numpy()
+    assert sprite.shape == (4 * 32, 4 * 32, 3)  # ceil(sqrt(10)) thumbnails a side
+
+    checkpoint = tf.train.latest_checkpoint(str(out))
+    assert checkpoint and Path(checkpoint).parent == out
+    stored = read_checkpoint(checkpoint)
+    assert stored[embedding.tensor_name].shape == (10, 6)
+    np.testing.assert_array_equal(stored[embedding.tensor_name], embeddings)
+
+
+def test_writing_the_projector_again_keeps_one_events_file(tmp_path):
+    out, _ = write_small_projector(tmp_path)
+    out, _ = write_small_projector(tmp_path)
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_projector_under_the_printed_logdir(tmp_path):
+    """`tensorboard --logdir RUN_DIR/logs` (what `train` prints): projector run, titles, sprite."""
+    logs = tmp_path / "logs"
+    with tf.summary.create_file_writer(str(logs / "train")).as_default():
+        tf.summary.scalar("epoch_loss", 1.0, step=0)
+    write_small_projector(logs)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/data/plugin/projector"
+    server_log = tmp_path / "tensorboard.log"
+    with open(server_log, "wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logs), "--host", "127.0.0.1",
+             "--port", str(port), "--reload_interval", "1"],
+            stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        runs, deadline = [], time.monotonic() + 90
+        while "projector" not in runs and time.monotonic() < deadline:
+            assert server.poll() is None, server_log.read_text(errors="replace")
+            try:
+                runs = json.loads(_get(base + "/runs"))
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.5)
+        assert runs == ["projector"]  # train/ is a run too, but without embeddings
+        info = json.loads(_get(base + "/info?run=projector"))
+        [embedding] = info["embeddings"]
+        assert embedding["tensorShape"] == [10, 6]
+        assert embedding["metadataPath"] == "metadata.tsv"
+        assert embedding["sprite"]["imagePath"] == "sprite.png"
+        name = urllib.parse.quote(embedding["tensorName"])
+        titles = _get(f"{base}/metadata?run=projector&name={name}").decode().splitlines()
+        assert titles == [f"item {i}" for i in range(10)]
+        sprite = _get(f"{base}/sprite_image?run=projector&name={name}")
+        assert tf.io.decode_png(sprite).shape == (128, 128, 3)
+        tensor = np.frombuffer(_get(f"{base}/tensor?run=projector&name={name}"), np.float32)
+        assert tensor.shape == (60,)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_validation_ranking_adds_metrics_to_the_logs():

@@ -127,7 +127,17 @@ def write_json_atomically(path: Path, value) -> None:
 
 def write_embedding_projector(log_dir: Path, embeddings: np.ndarray, titles: list[str],
                               images: np.ndarray | None = None, name: str = "item_embeddings") -> Path:
-    """Writes item embeddings, titles and an image sprite for TensorBoard's projector."""
+    """Writes item embeddings, titles and an image sprite for TensorBoard's projector.
+
+    Everything goes to `log_dir/projector/`, which is made a TensorBoard run of its own (an
+    events file) so that `tensorboard --logdir log_dir` lists it next to train/ and validation/:
+    TensorBoard only reads runs, directories holding event files, and the projector plugin looks
+    for `projector_config.pbtxt` and the latest checkpoint in each run's directory. The config's
+    metadata and sprite paths are file names, which the plugin resolves relative to the
+    directory of the config; the checkpoint is left out of the config (a relative
+    `model_checkpoint_path` would be resolved against TensorBoard's working directory) and the
+    plugin takes the latest one in the run directory instead.
+    """
     from tensorboard.plugins import projector
 
     log_dir = Path(log_dir)
@@ -148,7 +158,17 @@ def write_embedding_projector(log_dir: Path, embeddings: np.ndarray, titles: lis
         embedding.sprite.image_path = sprite_path.name
         embedding.sprite.single_image_dim.extend([size, size])
     projector.visualize_embeddings(str(projector_dir), config)
+    _mark_as_run(projector_dir)
     return projector_dir
+
+
+def _mark_as_run(directory: Path) -> None:
+    """Gives `directory` an (empty) events file, unless it has one, so TensorBoard lists it as a run."""
+    if any(directory.glob("events.out.tfevents.*")):
+        return
+    writer = tf.summary.create_file_writer(str(directory))
+    writer.flush()
+    writer.close()
 
 
 def _write_sprite(directory: Path, images: np.ndarray, thumb: int = 32) -> tuple[Path, int]:
