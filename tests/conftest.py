@@ -48,7 +48,6 @@ def tiny_config_overrides(hub_cache: Path, work_dir: Path) -> list[str]:
         "data.on_bad_row=skip",
         "data.synthetic.num_items=150",
         "data.synthetic.image_size=32",
-        "data.image_size=32",
         "data.queries.phrasings_per_attribute_set=2",
         "data.queries.max_extra_attributes=1",
         "data.queries.max_positives_per_query=4",
@@ -93,7 +92,7 @@ def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None 
     from tfmmsearch.model.build import RUN_WEIGHTS, build_model
 
     config = load_config(None, [
-        f"data.work_dir={root / 'data'}", "data.synthetic.num_items=60", "data.image_size=64",
+        f"data.work_dir={root / 'data'}", "data.synthetic.num_items=60",
         f"towers.hub_cache_dir={hub_cache}", "towers.image.image_size=64",
         "model.embedding_dim=16", f"export.base_dir={root / 'export'}", "export.model_name=tiny",
         "export.top_k=10",

@@ -1,13 +1,16 @@
 """Typed experiment configs, loaded from YAML with dotted command-line overrides.
 
 Configs are data: YAML is read with `yaml.safe_load` and poured into dataclasses whose
-field types are checked, so a typo'd key or a string where a number belongs fails at load
-time with the dotted key in the message, not an hour into training.
+field types and value ranges are checked, so a typo'd key, a string where a number belongs or
+`training.epochs: 0` fails at load time with the dotted key in the message, not an hour into
+training. Every field is read by some code (tests/test_config.py checks): a key that does
+nothing is worse than no key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +21,47 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not fit the schema; the message names the key."""
+    """A config file or override that does not fit the schema; the message names the key.
+
+    `key` is the dotted key at fault where known, and `keys` every key a rule between several
+    keys read, so `load_config` can tell whether a `--set` override or the file supplied the
+    value.
+    """
+
+    def __init__(self, message: str, key: str | None = None, also: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.key = key
+        self.keys = ((key,) if key else ()) + tuple(also)
+
+
+# --------------------------------------------------------------------------- range checks
+
+
+def _number_problem(value: float, low: float | None, high: float | None, low_open: bool,
+                    high_open: bool) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if low is not None and (value <= low if low_open else value < low):
+        return f"must be {'>' if low_open else '>='} {low:g}"
+    if high is not None and (value >= high if high_open else value > high):
+        return f"must be {'<' if high_open else '<='} {high:g}"
+    return None
+
+
+def _check_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                 *, low_open: bool = False, high_open: bool = False, why: str = "",
+                 also: tuple[str, ...] = ()) -> None:
+    """ConfigError naming `key` unless low <= value <= high (open ends with *_open); `also`
+    names the other keys a bound depends on."""
+    problem = _number_problem(value, low, high, low_open, high_open)
+    if problem is not None:
+        reason = f" ({why})" if why else ""
+        raise ConfigError(f"{key} {problem}, got {value!r}{reason}", key, also)
+
+
+def _check_fraction(key: str, value: float) -> None:
+    """Dropouts and held-out shares: in [0, 1), since 1 would drop or hold out everything."""
+    _check_range(key, value, 0.0, 1.0, high_open=True)
 
 
 # --------------------------------------------------------------------------- sections
@@ -31,6 +74,12 @@ class SyntheticCatalogConfig:
     num_items: int = 2000
     seed: int = 0
     image_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_range("data.synthetic.num_items", self.num_items, 1)
+        _check_range("data.synthetic.seed", self.seed, 0)
+        _check_range("data.synthetic.image_size", self.image_size, 16, 1024,
+                     why="the generator draws 16 to 1024 px photos")
 
 
 @dataclass
@@ -53,6 +102,16 @@ class QueriesConfig:
     heldout_phrasing_fraction: float = 0.2
     max_positives_per_query: int = 32  # training pairs sampled per query (broad queries have 1000s)
 
+    def __post_init__(self) -> None:
+        _check_range("data.queries.seed", self.seed, 0)
+        _check_range("data.queries.phrasings_per_attribute_set", self.phrasings_per_attribute_set,
+                     1)
+        extra_roles = len(dataclasses.fields(AttributeColumnsConfig)) - 1  # all but article_type
+        _check_range("data.queries.max_extra_attributes", self.max_extra_attributes, 0,
+                     extra_roles, why=f"a query adds at most the {extra_roles} other attributes")
+        _check_fraction("data.queries.heldout_phrasing_fraction", self.heldout_phrasing_fraction)
+        _check_range("data.queries.max_positives_per_query", self.max_positives_per_query, 1)
+
 
 @dataclass
 class SplitsConfig:
@@ -63,6 +122,18 @@ class SplitsConfig:
     test: float = 0.1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("train", "validation", "test"):
+            _check_range(f"data.splits.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range("data.splits.train", self.train, 0.0, low_open=True,
+                     why="training needs products")
+        total = math.fsum((self.train, self.validation, self.test))
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"data.splits: train + validation + test must sum to 1, got "
+                              f"{self.train:g} + {self.validation:g} + {self.test:g} = {total:g}",
+                              "data.splits")
+        _check_range("data.splits.seed", self.seed, 0)
+
 
 @dataclass
 class DataConfig:
@@ -71,16 +142,10 @@ class DataConfig:
     catalog_dir: str = ""  # empty: generate the synthetic catalog into work_dir
     work_dir: str = "artifacts/data"
     on_bad_row: str = "error"  # error | skip
-    item_feature_columns: list[str] = field(default_factory=list)
-    label_columns: list[str] = field(default_factory=list)
-    ignored_columns: list[str] = field(default_factory=list)
     attributes: AttributeColumnsConfig = field(default_factory=AttributeColumnsConfig)
     synthetic: SyntheticCatalogConfig = field(default_factory=SyntheticCatalogConfig)
     queries: QueriesConfig = field(default_factory=QueriesConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
-    image_size: int = 224
-    shuffle_buffer: int = 2048
-    shuffle_seed: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
@@ -100,6 +165,11 @@ class TextTowerConfig:
     def __post_init__(self) -> None:
         _check_choice("towers.text.pooling", self.pooling, ("mean", "pooled"))
         _check_choice("towers.text.trainable", self.trainable, ("frozen", "full", "top_n"))
+        _check_range("towers.text.seq_length", self.seq_length, 2, why="[CLS] and [SEP]")
+        _check_range("towers.text.trainable_top_layers", self.trainable_top_layers,
+                     1 if self.trainable == "top_n" else 0,
+                     why="towers.text.trainable is top_n" if self.trainable == "top_n" else "",
+                     also=("towers.text.trainable",))
 
 
 @dataclass
@@ -114,6 +184,11 @@ class ImageTowerConfig:
     # colour weakly, and shoppers name colours.
     colour_histogram_bins: int = 0
 
+    def __post_init__(self) -> None:
+        _check_range("towers.image.image_size", self.image_size, 8)
+        _check_range("towers.image.colour_histogram_bins", self.colour_histogram_bins, 0, 16,
+                     why="bins^3 features: 16 already gives 4096")
+
 
 @dataclass
 class QueryTowerConfig:
@@ -124,6 +199,11 @@ class QueryTowerConfig:
     preprocessor: str = ""
     seq_length: int = 0  # 0: the text tower's; queries are short, and padding costs BERT time
 
+    def __post_init__(self) -> None:
+        if self.seq_length != 0:
+            _check_range("towers.query.seq_length", self.seq_length, 2,
+                         why="[CLS] and [SEP]; 0 means the text tower's")
+
 
 @dataclass
 class TowersConfig:
@@ -131,6 +211,16 @@ class TowersConfig:
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     query: QueryTowerConfig = field(default_factory=QueryTowerConfig)
     hub_cache_dir: str = ""  # empty: $TFMMSEARCH_HUB_CACHE or ~/.cache/tfmmsearch/hub
+
+    def __post_init__(self) -> None:
+        query_seq = self.query.seq_length or self.text.seq_length
+        if (self.query.share_text_encoder and query_seq != self.text.seq_length
+                and self.text.trainable != "frozen"):
+            raise ConfigError("towers.query.seq_length must equal towers.text.seq_length (or be "
+                              "0) when the query tower shares a trainable text encoder",
+                              "towers.query.seq_length",
+                              ("towers.query.share_text_encoder", "towers.text.seq_length",
+                               "towers.text.trainable"))
 
 
 @dataclass
@@ -143,6 +233,11 @@ class LossWeightsConfig:
     # these terms train it on every item (items lacking the modality use their fused vector).
     image_retrieval: float = 0.0
     text_retrieval: float = 0.0
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            _check_range(f"model.loss_weights.{item.name}", getattr(self, item.name), 0.0,
+                         why="a negative weight would train the model to fail that task")
 
 
 @dataclass
@@ -174,6 +269,20 @@ class ModelConfig:
         _check_choice("model.fusion", self.fusion, ("attention", "concat", "gated"))
         _check_choice("model.ranking_candidate_sampling", self.ranking_candidate_sampling,
                       ("uniform", "top_retrieved"))
+        _check_range("model.embedding_dim", self.embedding_dim, 1)
+        for name in ("modality_dropout", "image_input_dropout", "projection_dropout"):
+            _check_fraction(f"model.{name}", getattr(self, name))
+        _check_range("model.temperature", self.temperature, 0.0, low_open=True)
+        _check_range("model.num_hard_negatives", self.num_hard_negatives, 0)
+        _check_range("model.ranking_candidates", self.ranking_candidates, 1)
+        for index, units in enumerate(self.ranking_hidden_units):
+            _check_range(f"model.ranking_hidden_units[{index}]", units, 1)
+        if not self.ranking_interactions:
+            raise ConfigError("model.ranking_interactions: name at least one of fused, text, "
+                              "image", "model.ranking_interactions")
+        for index, name in enumerate(self.ranking_interactions):
+            _check_choice(f"model.ranking_interactions[{index}]", name,
+                          ("fused", "text", "image"))
 
 
 @dataclass
@@ -194,6 +303,13 @@ class TrainingConfig:
         _check_choice(
             "training.strategy", self.strategy, ("default", "mirrored", "multi_worker_mirrored")
         )
+        _check_range("training.batch_size", self.batch_size, 1)
+        _check_range("training.epochs", self.epochs, 1)
+        _check_range("training.learning_rate", self.learning_rate, 0.0, low_open=True)
+        _check_range("training.steps_per_checkpoint", self.steps_per_checkpoint, 0)
+        _check_range("training.early_stopping_patience", self.early_stopping_patience, 0)
+        _check_range("training.validation_queries", self.validation_queries, 0)
+        _check_range("training.seed", self.seed, 0)
 
 
 @dataclass
@@ -201,6 +317,9 @@ class ExportConfig:
     model_name: str = "tfmmsearch"
     base_dir: str = "export"
     top_k: int = 100
+
+    def __post_init__(self) -> None:
+        _check_range("export.top_k", self.top_k, 1)
 
 
 @dataclass
@@ -220,7 +339,7 @@ class Config:
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}", key)
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
@@ -228,7 +347,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}", key)
         return _build(hint, value, key)
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -239,34 +358,46 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
                 return _coerce(key, option, value)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError("; ".join(errors))
+        raise ConfigError("; ".join(errors), key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}", key)
         (item_hint,) = typing.get_args(hint)
         return [_coerce(f"{key}[{i}]", item_hint, item) for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}", key)
         _, value_hint = typing.get_args(hint)
         return {str(k): _coerce(f"{key}.{k}", value_hint, v) for k, v in value.items()}
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", key)
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", key)
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {value!r}", key)
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", key)
         return value
-    raise ConfigError(f"{key}: unsupported config type {hint!r}")
+    raise ConfigError(f"{key}: unsupported config type {hint!r}", key)
+
+
+# Keys that once existed but that no code read; old config files (and the config.yaml of old
+# runs) get told what happened rather than a bare "unknown key".
+REMOVED_KEYS = {
+    "data.image_size": "the image tower's input size is towers.image.image_size",
+    "data.shuffle_buffer": "training shuffles over all its pairs",
+    "data.shuffle_seed": "training.seed seeds the shuffle",
+    "data.item_feature_columns": "item features other than title and image are not used yet",
+    "data.label_columns": "labels come from data.attributes",
+    "data.ignored_columns": "columns outside data.attributes are kept as attributes and unused",
+}
 
 
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
@@ -275,15 +406,18 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names and dotted in REMOVED_KEYS:
+            raise ConfigError(f"{dotted}: no longer a config key ({REMOVED_KEYS[dotted]}); "
+                              "delete it", dotted)
         if key not in names:
-            raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(names))})", dotted)
         kwargs[key] = _coerce(dotted, hints[key], value)
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except TypeError as error:
-        raise ConfigError(f"{prefix or cls.__name__}: {error}") from error
+        raise ConfigError(f"{prefix or cls.__name__}: {error}", prefix or None) from error
 
 
 def config_from_dict(values: dict | None) -> Config:
@@ -298,15 +432,15 @@ def config_to_dict(config: Config) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Splits `a.b.c=value`; the value is parsed as a YAML scalar/list (safe_load)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.batch_size=64")
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. training.batch_size=64")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
+        raise ConfigError(f"--set {text}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {error}") from error
+        raise ConfigError(f"--set {text}: cannot parse value {raw!r}: {error}") from error
     return key.split("."), value
 
 
@@ -318,17 +452,34 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     for text in overrides:
         path, value = parse_override(text)
         node = result
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
+                raise ConfigError(f"--set {text}: {'.'.join(path[:depth + 1])} is not a section")
             node = child
         node[path[-1]] = value
     return result
 
 
+def _override_at_fault(keys: tuple[str, ...], overrides: list[str]) -> str | None:
+    """The last override that set one of `keys`, a section holding it, or a key inside it (a
+    section rule such as the split sum), else None: the file (or the defaults) supplied it."""
+    for text in reversed(overrides):
+        set_key = text.split("=", 1)[0].strip()
+        for key in keys:
+            if (key == set_key or key.startswith((set_key + ".", set_key + "["))
+                    or set_key.startswith(key + ".")):
+                return text
+    return None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Loads a YAML config file (or the defaults) and applies `--set` style overrides."""
+    """Loads a YAML config file (or the defaults) and applies `--set` style overrides.
+
+    An error says where the bad value came from: `--set training.epochs=0: training.epochs must
+    be >= 1, got 0` when an override set it, `config file c.yaml: ...` when the file did.
+    """
+    overrides = list(overrides or [])
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -340,12 +491,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path}: invalid YAML: {error}") from error
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path}: top level must be a mapping")
-    values = apply_overrides(values, overrides or [])
+    values = apply_overrides(values, overrides)
     try:
         return config_from_dict(values)
     except ConfigError as error:
-        where = f"config file {path}: " if path is not None else ""
-        raise ConfigError(f"{where}{error}") from None
+        override = _override_at_fault(error.keys, overrides)
+        if override is not None:
+            where = f"--set {override}: "
+        else:
+            where = f"config file {path}: " if path is not None else ""
+        raise ConfigError(f"{where}{error}", error.key, error.keys[1:]) from None
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -238,6 +238,23 @@ def test_jsonl_lines_must_be_json_objects(tmp_path, bad_line, policy):
         assert [p.product_id for p in catalog.products] == ["p1", "p2"]
 
 
+@pytest.mark.parametrize("bad_line, expected", [
+    # json's own messages end in "at" for these two: the column must follow without a second "at"
+    (b'{"product_id": "p2", "title": "unterminated', "Unterminated string starting at column 31"),
+    (b'{"product_id": "p2", "title": "unterminated\n', "Invalid control character at column 44"),
+    (b'{"product_id": "p2", "title": oops}\n', "Expecting value at column 31"),
+])
+def test_jsonl_syntax_errors_read_as_one_sentence(tmp_path, bad_line, expected):
+    root = tmp_path / "catalog"
+    path = write_catalog(root, [_good_row(root, "p1")], fmt="jsonl")
+    path.write_bytes(path.read_bytes() + bad_line)
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(root)
+    message = str(caught.value)
+    assert message.endswith(f"products.jsonl, row 2: is not valid JSON: {expected} (line 2)")
+    assert " at at " not in message
+
+
 def test_jsonl_row_missing_a_required_key_is_a_bad_row(tmp_path):
     root = tmp_path / "catalog"
     rows = [_good_row(root, "p1"), {"product_id": "p2", "title": "No key"}, _good_row(root, "p3")]

@@ -24,12 +24,16 @@ from PIL import Image
 
 from tfmmsearch.data.schema import (
     CATALOG_FILES,
+    IMAGE_HEADER_BYTES,
     REQUIRED_COLUMNS,
     Catalog,
     CatalogError,
     Product,
     ReadReport,
+    graph_image_problem,
+    sniff_image_format,
 )
+from tfmmsearch.progress import progress as progress_reporter
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +52,9 @@ MISSING_IMAGE = "missing_image"
 UNDECODABLE_IMAGE = "undecodable_image"
 UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
 
-# PIL names of formats tf.io.decode_image decodes in graph (MPO is camera JPEG); anything else
-# would only fail later, in the input pipeline mid-training.
-SUPPORTED_IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
+# PIL names each format the graph decodes (schema.IMAGE_SIGNATURES) by: MPO is camera JPEG.
+PIL_FORMATS = {"JPEG": ("JPEG", "MPO"), "PNG": ("PNG",), "GIF": ("GIF",), "BMP": ("BMP",),
+               "WEBP": ("WEBP",)}
 
 MAX_LOGGED_SKIPS = 5  # skip messages logged (and kept in ReadReport.examples) per read
 
@@ -168,6 +172,14 @@ def _json_value_text(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _json_error_text(error: json.JSONDecodeError) -> str:
+    """json's message with its column: some messages already end in "at" ("Unterminated string
+    starting at"), which must not become "at at"."""
+    if error.msg.endswith(" at"):
+        return f"{error.msg} column {error.colno}"
+    return f"{error.msg} at column {error.colno}"
+
+
 def _parse_jsonl(path: Path) -> tuple[list[str], Iterator[_RawRow]]:
     """Reads every line once (JSONL has no header, so columns are the keys seen, in order)."""
     parsed: list[_RawRow] = []
@@ -191,7 +203,7 @@ def _parse_jsonl(path: Path) -> tuple[list[str], Iterator[_RawRow]]:
                 obj = json.loads(text)
             except json.JSONDecodeError as error:
                 parsed.append(_RawRow(row, line_number, error=CatalogError(
-                    f"is not valid JSON: {error.msg} at column {error.colno} (line {line_number})",
+                    f"is not valid JSON: {_json_error_text(error)} (line {line_number})",
                     file=path, row=row, reason=INVALID_JSON)))
                 continue
             if not isinstance(obj, dict):
@@ -230,17 +242,25 @@ def _is_unsafe_image_path(relative: str) -> bool:
 
 
 def _image_problem(path: Path) -> tuple[str, str] | None:
-    """(reason, message) when the file is not an image that decodes fully, else None."""
+    """(reason, message) when the file is not an image the in-graph decoder decodes fully, else
+    None. PIL decodes every pixel first, so broken data (truncated, corrupt, not an image) is
+    `undecodable_image`; a sound image the graph cannot decode (`schema.graph_image_problem`,
+    the graph's own rules) is `unsupported_image_format`."""
     try:
+        with path.open("rb") as handle:
+            header = handle.read(IMAGE_HEADER_BYTES)
         with Image.open(path) as image:
             image_format = image.format
             image.load()  # decodes every pixel: truncated or corrupt data fails here, not at open
             width, height = image.size
     except Exception as error:  # noqa: BLE001 - any failure means the pixels cannot be used
         return UNDECODABLE_IMAGE, f"image cannot be decoded ({type(error).__name__}: {error})"
-    if image_format not in SUPPORTED_IMAGE_FORMATS:
-        return UNSUPPORTED_IMAGE_FORMAT, (
-            f"image format {image_format} is not one of {', '.join(SUPPORTED_IMAGE_FORMATS)}")
+    problem = graph_image_problem(header)
+    if problem is not None:
+        return UNSUPPORTED_IMAGE_FORMAT, f"image is {problem} (PIL reads it as {image_format})"
+    expected = PIL_FORMATS[sniff_image_format(header)]
+    if image_format not in expected:
+        return UNDECODABLE_IMAGE, f"image starts like {expected[0]} but PIL reads {image_format}"
     if width == 0 or height == 0:
         return UNDECODABLE_IMAGE, f"image has no pixels ({width}x{height})"
     return None
@@ -316,10 +336,8 @@ def _count_lines(path: Path) -> int:
 def _progress(rows: Iterable[_RawRow], source: Path, enabled: bool) -> Iterable[_RawRow]:
     if not enabled:
         return rows
-    from tqdm import tqdm
-
     total = _count_lines(source) - (1 if source.suffix == ".csv" else 0)
-    return tqdm(rows, total=max(total, 0), desc=f"reading {source.name}", unit="row")
+    return progress_reporter(rows, total=max(total, 0), desc=f"reading {source.name}", unit="row")
 
 
 def read_catalog(root: str | Path, on_bad_row: str = "error", check_images: bool = True,

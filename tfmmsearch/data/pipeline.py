@@ -6,8 +6,10 @@ a prepared TFDS split), so one item tower serves both:
     {"product_id": string [B], "title": string [B], "image": float32 [B, S, S, 3] in [0, 1],
      "has_image": bool [B], <attribute column>: string [B], ...}
 
-JPEG decoding and resizing happen in the graph (`tf.io.decode_jpeg`, `tf.image.resize`), so
-the work runs in tf.data's parallel map and can be exported into serving signatures as is.
+Image decoding (JPEG, PNG, GIF, BMP, still WEBP: `tf.io.decode_image`) and resizing happen in
+the graph, so the work runs in tf.data's parallel map and can be exported into serving
+signatures as is; the catalog validator accepts exactly the files this decoder handles
+(`schema.graph_image_problem`).
 An item without an image gets an all-zero image and `has_image=False`; the fusion layer masks
 that modality out.
 
@@ -24,7 +26,19 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfmmsearch.data.schema import Catalog, CatalogError, Product, products_by_id
+from tfmmsearch.data.schema import (
+    BMP_LAYOUTS,
+    IMAGE_FORMAT_NAMES,
+    IMAGE_HEADER_BYTES,
+    IMAGE_SIGNATURES,
+    WEBP_ANIMATION_FLAG,
+    WEBP_EXTENDED,
+    WEBP_FLAGS_OFFSET,
+    Catalog,
+    CatalogError,
+    Product,
+    products_by_id,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -51,12 +65,69 @@ def letterbox(image: tf.Tensor, fill: float = 1.0) -> tf.Tensor:
     return padded + fill
 
 
-def decode_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """JPEG (or PNG/GIF) bytes -> RGB float32 [S, S, 3] in [0, 1], letterboxed on white (the
-    aspect ratio is kept); empty bytes -> zeros."""
+def _matches(header: tf.Tensor, patterns) -> tf.Tensor:
+    """In-graph twin of `schema._matches`: every (offset, bytes) pattern matches `header`."""
+    return tf.reduce_all(tf.stack([
+        tf.equal(tf.strings.substr(header, offset, len(magic)), magic)
+        for offset, magic in patterns]))
+
+
+def _format_checks(image_bytes: tf.Tensor, position) -> tuple[list, tf.Tensor]:
+    """Assertions that the bytes are an image the decoder below handles (the same rules as
+    `schema.graph_image_problem`, which the catalog validator applies), so a bad image fails
+    with a message saying what it is and which one, not with a decoder's internal error."""
+    header = tf.strings.join([tf.strings.substr(image_bytes, 0, IMAGE_HEADER_BYTES),
+                              tf.constant(bytes(IMAGE_HEADER_BYTES))])
+    if position is None:
+        which = "image"
+    else:
+        position = tf.convert_to_tensor(position)
+        which = (tf.strings.join(["image ", position]) if position.dtype == tf.string else
+                 tf.strings.join(["image at batch position ", tf.strings.as_string(position)]))
+    is_format = {}
+    for name, patterns in IMAGE_SIGNATURES:
+        match = _matches(header, patterns)
+        is_format[name] = tf.logical_or(is_format[name], match) if name in is_format else match
+    recognised = tf.reduce_any(tf.stack(list(is_format.values())))
+    bmp_ok = tf.reduce_any(tf.stack([_matches(header, layout) for layout in BMP_LAYOUTS]))
+    flags = tf.io.decode_raw(tf.strings.substr(header, WEBP_FLAGS_OFFSET, 1), tf.uint8)[0]
+    animated = tf.logical_and(_matches(header, (WEBP_EXTENDED,)),
+                              tf.bitwise.bitwise_and(flags, WEBP_ANIMATION_FLAG) > 0)
+    def check(condition, *problem) -> tf.Operation:
+        return tf.debugging.Assert(condition, [tf.strings.join([which, *problem])])
+
+    return [
+        check(recognised, f" is not a {IMAGE_FORMAT_NAMES} file; its first bytes are ",
+              tf.strings.substr(image_bytes, 0, 8)),
+        check(tf.logical_or(tf.logical_not(is_format["BMP"]), bmp_ok),
+              " is a BMP with a palette or compression; only uncompressed 24- or 32-bit BMP "
+              "decodes (save it as PNG or JPEG)"),
+        check(tf.logical_not(tf.logical_and(is_format["WEBP"], animated)),
+              " is an animated WEBP; only still WEBP decodes (save the first frame, or use GIF)"),
+    ], is_format["WEBP"]
+
+
+def decode_image(image_bytes: tf.Tensor, image_size: int, position=None) -> tf.Tensor:
+    """JPEG, PNG, GIF (first frame), BMP or still WEBP bytes -> RGB float32 [S, S, 3] in [0, 1],
+    letterboxed on white (the aspect ratio is kept); empty bytes -> zeros.
+
+    Any other bytes raise InvalidArgumentError naming the image: `position` (a batch index, or
+    a file path as a string tensor) goes into the message; it is a per-element argument, so
+    `tf.map_fn` over (bytes, positions) works. Alpha is dropped, as before, and JPEG/PNG/GIF
+    pixels are exactly those `tf.io.decode_jpeg` gave, so IMAGE_DECODING stays the same.
+    """
 
     def decoded() -> tf.Tensor:
-        image = tf.io.decode_jpeg(image_bytes, channels=3)
+        checks, is_webp = _format_checks(image_bytes, position)
+        with tf.control_dependencies(checks):
+            # TF's WebP decoder insists on the file's own channel count (3, or 4 with alpha);
+            # the other decoders convert to the 3 asked for.
+            image = tf.cond(
+                is_webp,
+                lambda: tf.io.decode_image(image_bytes, channels=0,
+                                           expand_animations=False)[:, :, :3],
+                lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
+        image = tf.ensure_shape(image, [None, None, 3])
         image = letterbox(tf.image.convert_image_dtype(image, tf.float32))
         image = tf.image.resize(image, [image_size, image_size], antialias=True)
         return tf.clip_by_value(image, 0.0, 1.0)
@@ -75,11 +146,11 @@ def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
 
 
 def read_image(image_path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Reads and decodes one image file; an empty path (no image) gives zeros."""
+    """Reads and decodes one image file (an error names the file); an empty path gives zeros."""
     image_bytes = tf.cond(tf.strings.length(image_path) > 0,
                           lambda: tf.io.read_file(image_path),
                           lambda: tf.constant(b""))
-    return decode_image(image_bytes, image_size)
+    return decode_image(image_bytes, image_size, position=image_path)
 
 
 # --------------------------------------------------------------------------- item tables

@@ -108,3 +108,66 @@ def products_by_id(products, source: str | Path | None = None) -> dict[str, Prod
                                row=product.row or None, field="product_id", reason="duplicate_id")
         by_id[product.product_id] = product
     return by_id
+
+
+# --------------------------------------------------------------------------- image formats
+
+# What the in-graph decoder (`pipeline.decode_image`, traced into training, feature caching and
+# the exported serving graph) decodes, written as byte patterns: (offset, bytes) pairs that must
+# all match. The catalog validator and the graph both read these tables, so a file the
+# validator accepts is one the graph decodes, and the reverse.
+IMAGE_SIGNATURES: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...] = (
+    ("JPEG", ((0, b"\xff\xd8\xff"),)),
+    ("PNG", ((0, b"\x89PNG\r\n\x1a\n"),)),
+    ("GIF", ((0, b"GIF87a"),)),
+    ("GIF", ((0, b"GIF89a"),)),
+    ("BMP", ((0, b"BM"),)),
+    ("WEBP", ((0, b"RIFF"), (8, b"WEBP"))),
+)
+IMAGE_FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WEBP"
+
+# TensorFlow's BMP decoder reads pixels as BGR(A) bytes and ignores palettes and compression:
+# an 8-bit palette BMP decodes to wrong colours, a 1-bit one fails. These are the layouts it
+# decodes correctly (bits per pixel at 28, compression at 30, BI_BITFIELDS masks at 54).
+BMP_LAYOUTS: tuple[tuple[tuple[int, bytes], ...], ...] = (
+    ((28, b"\x18\x00"), (30, b"\x00\x00\x00\x00")),  # 24-bit, uncompressed
+    ((28, b"\x20\x00"), (30, b"\x00\x00\x00\x00")),  # 32-bit, uncompressed
+    ((28, b"\x20\x00"), (30, b"\x03\x00\x00\x00"),   # 32-bit, BI_BITFIELDS with BGRA masks
+     (54, b"\x00\x00\xff\x00\x00\xff\x00\x00\xff\x00\x00\x00")),
+)
+# TensorFlow 2.21 cannot decode animated WebP (channels=3 is refused, channels=0 corrupts the
+# heap), so it is rejected up front: a VP8X chunk whose flags byte has the animation bit.
+WEBP_EXTENDED = (12, b"VP8X")
+WEBP_FLAGS_OFFSET = 20
+WEBP_ANIMATION_FLAG = 0x02
+IMAGE_HEADER_BYTES = 66  # every offset above lies in the first 66 bytes
+
+
+def _matches(header: bytes, patterns) -> bool:
+    return all(header[offset:offset + len(magic)] == magic for offset, magic in patterns)
+
+
+def sniff_image_format(header: bytes) -> str | None:
+    """The format the graph decodes these bytes as (from magic bytes), or None."""
+    for name, patterns in IMAGE_SIGNATURES:
+        if _matches(header, patterns):
+            return name
+    return None
+
+
+def graph_image_problem(header: bytes) -> str | None:
+    """Why the in-graph decoder cannot decode an image starting with `header`, or None when it
+    can (pixel data is not looked at; `header` needs the first IMAGE_HEADER_BYTES bytes)."""
+    image_format = sniff_image_format(header)
+    if image_format is None:
+        return f"not a {IMAGE_FORMAT_NAMES} file (it starts with {header[:8]!r})"
+    padded = header + bytes(IMAGE_HEADER_BYTES)
+    if image_format == "BMP" and not any(_matches(padded, layout) for layout in BMP_LAYOUTS):
+        bits = int.from_bytes(padded[28:30], "little")
+        compression = int.from_bytes(padded[30:34], "little")
+        return (f"a BMP with {bits} bits per pixel and compression {compression}; only "
+                "uncompressed 24- or 32-bit BMP decodes (save it as PNG or JPEG)")
+    if (image_format == "WEBP" and _matches(padded, (WEBP_EXTENDED,))
+            and padded[WEBP_FLAGS_OFFSET] & WEBP_ANIMATION_FLAG):
+        return "an animated WEBP; only still WEBP decodes (save the first frame, or use GIF)"
+    return None
