@@ -449,7 +449,8 @@ class _Spin(tf.Module):
 
 def test_local_timeout_bounds_a_slow_signature(tmp_path):
     module = _Spin()
-    tf.saved_model.save(module, str(tmp_path / "spin"), signatures={"spin": module.spin.get_concrete_function()})
+    signatures = {"spin": module.spin.get_concrete_function()}
+    tf.saved_model.save(module, str(tmp_path / "spin"), signatures=signatures)
     patient = LocalSavedModelClient(tmp_path / "spin", timeout=30)
     assert int(patient.predict("spin", {"steps": np.int64(5)})["done"]) == 5
     hasty = LocalSavedModelClient(tmp_path / "spin", timeout=0.001)

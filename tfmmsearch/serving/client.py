@@ -238,7 +238,8 @@ class ModelServerClient(SearchClient):
 
     def timeout_message(self, call: str) -> str:
         """The one line for "connected, but no answer in time"."""
-        return f"no answer from TF Serving over {self._label} at {self.address} within {self.timeout:g}s ({call})"
+        return (f"no answer from TF Serving over {self._label} at {self.address} "
+                f"within {self.timeout:g}s ({call})")
 
     @property
     def _label(self) -> str:

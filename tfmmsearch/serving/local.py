@@ -78,7 +78,8 @@ class LocalSavedModelClient(SearchClient):
         thread.start()
         thread.join(self.timeout)
         if thread.is_alive():
-            raise ServingError(f"{self.path} signature {signature_name!r}: no answer within {self.timeout:g}s")
+            raise ServingError(f"{self.path} signature {signature_name!r}: "
+                               f"no answer within {self.timeout:g}s")
         if "error" in result:
             raise result["error"]
         return result["value"]
