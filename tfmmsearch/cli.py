@@ -14,10 +14,12 @@ from pathlib import Path
 
 from tfmmsearch.config import ConfigError, load_config
 from tfmmsearch.logs import setup_logging
+from tfmmsearch.serving.errors import ServingError  # no heavy imports: errors.py imports nothing
 
 logger = logging.getLogger("tfmmsearch")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+QUERY_TIMEOUT = 10.0  # seconds; tfmmsearch.serving.client.DEFAULT_TIMEOUT (not imported: it loads numpy)
 
 
 def _add_config_args(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
@@ -84,7 +86,7 @@ def _cmd_query(args) -> int:
     from tfmmsearch.serving.query import run_query
 
     run_query(args.target, args.queries, model_name=args.model_name, transport=args.transport,
-              k=args.k, catalog_dir=args.catalog, signature=args.signature)
+              k=args.k, catalog_dir=args.catalog, signature=args.signature, timeout=args.timeout)
     return 0
 
 
@@ -141,6 +143,28 @@ def _cmd_hub_build(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type for -k: an integer >= 1 (0 or -2 would print nothing, or all but 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"k must be >= 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type for --timeout: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"timeout must be a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"timeout must be positive seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfmmsearch",
@@ -193,12 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser(
         "query", help="search an export directory or a running TF Serving (REST/gRPC)")
-    query.add_argument("target", help="export base path or version dir, http://host:8501, or host:8500")
+    query.add_argument("target", help="export base path or version dir, http://host:8501 (REST), "
+                                      "or host:8500 (gRPC)")
     query.add_argument("queries", nargs="+", help="query strings")
-    query.add_argument("--model-name", default=None, help="served model name (default: the directory name)")
-    query.add_argument("--transport", choices=("auto", "rest", "grpc"), default="auto")
+    query.add_argument("--model-name", default=None, help="served model name (default: tfmmsearch)")
+    query.add_argument("--transport", choices=("auto", "local", "rest", "grpc"), default="auto",
+                       help="auto (default): a directory is local, http(s):// is REST, host:port is gRPC")
     query.add_argument("--signature", default="serving_default", choices=("serving_default", "retrieve"))
-    query.add_argument("-k", type=int, default=5, help="results to print per query")
+    query.add_argument("-k", type=_at_least_one, default=5, help="results to print per query (>= 1)")
+    query.add_argument("--timeout", type=_positive_seconds, default=QUERY_TIMEOUT, metavar="SECONDS",
+                       help=f"give up on a call after this many seconds (default: {QUERY_TIMEOUT:g})")
     query.add_argument("--catalog", type=Path, default=None, help="catalog to print titles from")
     query.set_defaults(handler=_cmd_query)
 
@@ -245,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"tfmmsearch: config error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ServingError) as error:
         print(f"tfmmsearch: error: {error}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,7 @@
 """Serving fixtures: a TEST STAND-IN SavedModel with the export's signatures, and servers over it.
 
 The stand-in is not the search model. It has exactly the signature names, inputs, outputs and
-dtypes of the export contract (tfmmsearch/exporting/) over a hard-coded 5-product index, with
+dtypes of the export contract (tfmmsearch/contract.py) over a hard-coded 5-product index, with
 scores computed from string lengths, so the transports (REST row/columnar, gRPC, in-process) can
 be tested in seconds. The same checks (`client_checks`) run against the real
 tensorflow_model_server in test_model_server_integration.py when that binary is installed.
@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmmsearch.serving.client import LocalSavedModelClient, SearchClient, ServingError
-from tfmmsearch.serving.test_server import InProcessModelServer
+from tests.serving.tf_serving_double import InProcessModelServer
+from tfmmsearch.serving.client import ModelServerClient, SearchClient, ServingError
+from tfmmsearch.serving.grpc_client import GrpcClient
+from tfmmsearch.serving.local import LocalSavedModelClient
+from tfmmsearch.serving.rest import RestClient
 
 MODEL_NAME = "tfmmsearch"
 STAND_IN_PRODUCT_IDS = ["p0", "p1", "p2", "p3", "p4"]
@@ -135,7 +138,7 @@ def local_client(stand_in_base_path) -> LocalSavedModelClient:
 
 @pytest.fixture(scope="session")
 def fixture_server(stand_in_base_path):
-    """The in-process gRPC + REST test servers over both versions; always stopped at the end."""
+    """The TF Serving test double (gRPC + REST, in-process) over both versions; always stopped."""
     server = InProcessModelServer(stand_in_base_path, MODEL_NAME, num_versions=2)
     try:
         server.start()
@@ -147,17 +150,17 @@ def fixture_server(stand_in_base_path):
 TRANSPORTS = ("rest-row", "rest-columnar", "grpc")
 
 
-def make_client(kind: str, rest_url: str, grpc_target: str, **kwargs) -> SearchClient:
-    """A SearchClient for "rest-row", "rest-columnar" or "grpc"."""
+def make_client(kind: str, rest_url: str, grpc_target: str, **kwargs) -> ModelServerClient:
+    """A GrpcClient for "grpc", a RestClient for "rest-row" or "rest-columnar"."""
     kwargs.setdefault("timeout", 10.0)
     if kind == "grpc":
-        return SearchClient(grpc_target, MODEL_NAME, transport="grpc", **kwargs)
-    return SearchClient(rest_url, MODEL_NAME, transport="rest", request_format=kind.split("-", 1)[1], **kwargs)
+        return GrpcClient(grpc_target, MODEL_NAME, **kwargs)
+    return RestClient(rest_url, MODEL_NAME, request_format=kind.split("-", 1)[1], **kwargs)
 
 
 @pytest.fixture(params=TRANSPORTS)
 def served_client(request, fixture_server):
-    """The TF Serving client over each wire format, against the in-process fixture server."""
+    """The TF Serving clients over each wire format, against the in-process test double."""
     client = make_client(request.param, fixture_server.rest_url, fixture_server.grpc_target)
     try:
         yield client
@@ -196,7 +199,7 @@ class ClientChecks:
         np.testing.assert_array_equal(embedding[:, 3], [1.0, 0.0, 1.0])
 
     @staticmethod
-    def bad_input_is_refused_then_served(client: SearchClient) -> None:
+    def bad_input_is_refused_then_served(client: ModelServerClient) -> None:
         with pytest.raises(ServingError) as refused:
             client.predict("serving_default", {"query": np.array([1.5, 2.5], np.float32)})
         error = refused.value

@@ -1,4 +1,4 @@
-"""SearchClient against the TF Serving protocol (the in-process TEST FIXTURE server) and in-process.
+"""The clients against the TF Serving protocol (the in-process TEST DOUBLE) and in-process.
 
 Every transport must give exactly what the SavedModel gives when called directly; REST bodies are
 checked against TF Serving's documented JSON layout; bad input must come back as ServingError
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.serving.conftest import (
     CANDIDATES,
@@ -30,13 +30,11 @@ from tests.serving.conftest import (
     TRANSPORTS,
     make_client,
 )
-from tfmmsearch.serving.client import (
-    LocalSavedModelClient,
-    SearchClient,
-    ServingError,
-    _SearchSignatures,
-    rest_request_body,
-)
+from tests.serving.ports import free_port, silent_listener
+from tfmmsearch.serving.client import SearchClient, ServingError, connect
+from tfmmsearch.serving.grpc_client import GrpcClient, make_predict_request, outputs_from_tensor_protos
+from tfmmsearch.serving.local import LocalSavedModelClient
+from tfmmsearch.serving.rest import RestClient, rest_request_body
 
 # --------------------------------------------------------------------------- transports agree
 
@@ -279,39 +277,40 @@ def test_rest_status_and_metadata_urls(fixture_server):
 # --------------------------------------------------------------------------- failures on the way
 
 
-def test_rest_timeout_is_a_serving_error():
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(1)  # accepts the connection in the backlog, never answers
-    try:
-        client = SearchClient(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
-        started = time.monotonic()
-        with pytest.raises(ServingError, match="no answer within 0.5s"):
-            client.search(["red dress"])
-        assert time.monotonic() - started < 5
-    finally:
-        silent.close()
-
-
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
-def test_unreachable_server_is_a_serving_error(transport):
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()  # nothing listens there now
-    client = SearchClient(f"127.0.0.1:{port}", transport=transport, timeout=2)
+def test_a_server_that_never_answers_is_a_serving_error_within_the_timeout(transport):
+    with silent_listener() as port:
+        client = connect(f"127.0.0.1:{port}", transport=transport, timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(ServingError, match="within 0.5s") as refused:
+                client.search(["red dress"])
+        finally:
+            client.close()
+        assert time.monotonic() - started < 5
+    assert f"127.0.0.1:{port}" in str(refused.value)
+
+
+@pytest.mark.parametrize("transport, label", [("rest", "REST"), ("grpc", "gRPC")])
+def test_unreachable_server_is_one_line_naming_transport_and_address(transport, label):
+    port = free_port()  # nothing listens there
+    client = connect(f"127.0.0.1:{port}", transport=transport, timeout=2)
     try:
         with pytest.raises(ServingError) as refused:
             client.search(["red dress"])
     finally:
         client.close()
-    assert str(port) in str(refused.value)
+    message = str(refused.value)
+    assert message.startswith(f"cannot reach TF Serving over {label} at ")
+    assert f"127.0.0.1:{port}" in message and "\n" not in message
     if transport == "grpc":
         assert refused.value.grpc_code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    else:
+        assert refused.value.http_status is None and refused.value.server_message is None
 
 
 def test_client_refuses_malformed_input_before_sending():
-    client = SearchClient("http://127.0.0.1:9", timeout=1)  # never contacted
+    client = RestClient("http://127.0.0.1:9", timeout=1)  # never contacted
     with pytest.raises(TypeError, match="single str"):
         client.search("red dress")
     with pytest.raises(ValueError, match="empty"):
@@ -326,13 +325,18 @@ def test_client_refuses_malformed_input_before_sending():
         client.embed_item(["a", "b"], [b""])
     with pytest.raises(TypeError, match=r"images\[0\]"):
         client.embed_item(["a"], ["not bytes"])
-    with pytest.raises(ValueError, match="transport"):
-        SearchClient("x", transport="http2")
+    with pytest.raises(ValueError, match="transport must be one of auto, local, rest, grpc"):
+        connect("x", transport="http2")
+    with pytest.raises(ValueError, match="request_format"):
+        RestClient("http://127.0.0.1:9", request_format="rows")
 
 
 def test_rank_keeps_only_the_candidate_columns_it_sent():
-    class PaddedByBatching(_SearchSignatures):
+    class PaddedByBatching(SearchClient):
         """Answers like TF Serving after batching this request with a wider one."""
+
+        def signature_names(self):
+            return ["rank"]
 
         def predict(self, signature_name, inputs):
             batch, width = inputs["product_ids"].shape
@@ -370,8 +374,6 @@ def test_grpc_output_filter_and_metadata_fields_follow_tf_serving(fixture_server
     import grpc
     from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
-    from tfmmsearch.serving.client import make_predict_request, outputs_from_tensor_protos
-
     with grpc.insecure_channel(fixture_server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = make_predict_request(MODEL_NAME, "search", {"query": np.array([b"red dress"], object)})
@@ -394,3 +396,72 @@ def test_grpc_output_filter_and_metadata_fields_follow_tf_serving(fixture_server
             stub.GetModelMetadata(bare, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "metadata_field" in refused.value.details()
+
+
+# --------------------------------------------------------------------------- choosing a client
+
+
+def test_connect_picks_the_transport_from_the_target(stand_in_base_path):
+    local = connect(stand_in_base_path, timeout=3)
+    assert isinstance(local, LocalSavedModelClient) and local.path.name == str(max(SCORE_SCALE_BY_VERSION))
+    assert local.timeout == 3
+    for url in ("http://127.0.0.1:8501", "https://serving.example:443/"):
+        rest = connect(url, version=2, request_format="row")
+        assert isinstance(rest, RestClient) and rest.url == url.rstrip("/")
+        assert (rest.model_name, rest.version, rest.request_format) == (MODEL_NAME, 2, "row")
+    for target in ("127.0.0.1:8500", "serving-host:8500", "[::1]:8500"):
+        grpc_client = connect(target, model_name="other", timeout=4)
+        assert isinstance(grpc_client, GrpcClient)
+        assert (grpc_client.target, grpc_client.model_name, grpc_client.timeout) == (target, "other", 4)
+    forced = connect("127.0.0.1:8501", transport="rest")
+    assert isinstance(forced, RestClient) and forced.url == "http://127.0.0.1:8501"
+
+
+@pytest.mark.parametrize("target", ["export/x", "./x", "/no/such/export", "export", "x:y", "x:8500/1"])
+def test_a_missing_export_is_not_taken_for_a_host(target, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # so the relative targets surely do not exist
+    with pytest.raises(FileNotFoundError, match="no such export directory") as missing:
+        connect(target)
+    assert str(missing.value).startswith(f"{target}: ")
+    with pytest.raises(FileNotFoundError, match="no such export directory"):
+        connect(target, transport="local")
+
+
+def test_every_client_refuses_a_timeout_that_is_not_positive(stand_in_base_path):
+    for bad in (0, -1, "10", True):
+        with pytest.raises(ValueError, match="timeout must be positive seconds"):
+            RestClient("http://127.0.0.1:9", timeout=bad)
+        with pytest.raises(ValueError, match="timeout must be positive seconds"):
+            GrpcClient("127.0.0.1:9", timeout=bad)
+        with pytest.raises(ValueError, match="timeout must be positive seconds"):
+            LocalSavedModelClient(stand_in_base_path, timeout=bad)
+    assert LocalSavedModelClient(stand_in_base_path).timeout is None  # in-process: no limit by default
+
+
+class _Spin(tf.Module):
+    """A signature that runs `steps` loop iterations: a slow call on demand."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="steps")])
+    def spin(self, steps):
+        done = tf.while_loop(lambda i: i < steps, lambda i: i + 1, [tf.constant(0, tf.int64)])[0]
+        return {"done": done}
+
+
+def test_local_timeout_bounds_a_slow_signature(tmp_path):
+    module = _Spin()
+    signatures = {"spin": module.spin.get_concrete_function()}
+    tf.saved_model.save(module, str(tmp_path / "spin"), signatures=signatures)
+    patient = LocalSavedModelClient(tmp_path / "spin", timeout=30)
+    assert int(patient.predict("spin", {"steps": np.int64(5)})["done"]) == 5
+    hasty = LocalSavedModelClient(tmp_path / "spin", timeout=0.001)
+    started = time.monotonic()
+    with pytest.raises(ServingError, match=r"'spin': no answer within 0.001s"):
+        hasty.predict("spin", {"steps": np.int64(100_000)})
+    assert time.monotonic() - started < 1
+
+
+def test_local_client_pins_a_version_like_a_server_would(stand_in_base_path):
+    first = LocalSavedModelClient(stand_in_base_path, version=1)
+    assert first.path == stand_in_base_path / "1"
+    with pytest.raises(FileNotFoundError, match=r"no version 7; it holds versions \[1, 2\]"):
+        LocalSavedModelClient(stand_in_base_path, version=7)

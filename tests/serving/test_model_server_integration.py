@@ -2,7 +2,7 @@
 
 The deployment checks always run: models.config must parse as TF Serving's ModelServerConfig,
 docker-compose.yml must mount every file its flags name, and the Kubernetes readiness probe
-command is executed against the in-process fixture server. The real-server tests start
+command is executed against the in-process TF Serving test double. The real-server tests start
 `tensorflow_model_server` with these very config files over the TEST STAND-IN model and repeat
 the client checks; they skip where the binary is not on PATH (it cannot be installed on the
 development machines: no Docker engine, no package carries it).
@@ -11,7 +11,6 @@ development machines: no Docker engine, no package carries it).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,7 +23,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tests.serving.conftest import MODEL_NAME, SCORE_SCALE_BY_VERSION, TRANSPORTS, make_client
 from tfmmsearch.config import ExportConfig
-from tfmmsearch.serving.client import DEFAULT_MODEL_NAME, SearchClient, ServingError
+from tests.serving.ports import free_port
+from tfmmsearch.serving.client import DEFAULT_MODEL_NAME, ServingError
+from tfmmsearch.serving.rest import RestClient
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
 MODEL_SERVER = shutil.which("tensorflow_model_server")
@@ -109,12 +110,6 @@ def test_readiness_probes_pass_only_for_an_available_model(fixture_server):
 # --------------------------------------------------------------------------- the real model server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def real_model_server(stand_in_base_path, tmp_path_factory):
     """tensorflow_model_server started with serving/'s config files over the stand-in.
@@ -124,12 +119,12 @@ def real_model_server(stand_in_base_path, tmp_path_factory):
     """
     if MODEL_SERVER is None:
         pytest.skip("tensorflow_model_server is not installed here (no TF Serving binary or Docker engine "
-                    "on this machine); the in-process fixture tests cover the protocol")
+                    "on this machine); the tests against the in-process test double cover the protocol")
     workdir = tmp_path_factory.mktemp("model_server")
     config = workdir / "models.config"
     config.write_text((SERVING_DIR / "models.config").read_text()
                       .replace(f'"/models/{MODEL_NAME}"', f'"{stand_in_base_path}"'))
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     log_path = workdir / "model_server.log"
     command = [
         MODEL_SERVER, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
@@ -140,7 +135,7 @@ def real_model_server(stand_in_base_path, tmp_path_factory):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        status_client = SearchClient(f"http://127.0.0.1:{rest_port}", MODEL_NAME, timeout=2)
+        status_client = RestClient(f"http://127.0.0.1:{rest_port}", MODEL_NAME, timeout=2)
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
@@ -177,7 +172,7 @@ def test_real_model_server_answers_like_the_saved_model(real_model_server, clien
 
 
 def test_real_model_server_keeps_two_versions_and_exports_metrics(real_model_server):
-    client = SearchClient(real_model_server["rest"], MODEL_NAME, timeout=10)
+    client = RestClient(real_model_server["rest"], MODEL_NAME, timeout=10)
     versions = {v["version"] for v in client.model_status()["model_version_status"]}
     assert versions == {str(v) for v in SCORE_SCALE_BY_VERSION}
     with urllib.request.urlopen(f"http://127.0.0.1:{real_model_server['rest_port']}{PROMETHEUS_PATH}",

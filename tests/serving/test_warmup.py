@@ -10,9 +10,13 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from tests.serving.conftest import IMAGES, MODEL_NAME, QUERIES, STAND_IN_PRODUCT_IDS, TITLES
-from tfmmsearch.serving.client import LocalSavedModelClient, ServingError, make_predict_request
+from tfmmsearch.contract import SIGNATURE_INPUTS
+from tfmmsearch.serving.client import ServingError
+from tfmmsearch.serving.grpc_client import make_predict_request
+from tfmmsearch.serving.local import LocalSavedModelClient
 from tfmmsearch.serving.warmup import (
     MAX_WARMUP_RECORDS,
+    SAME_FUNCTION_AS,
     read_warmup_file,
     replay_warmup,
     search_warmup_requests,
@@ -45,6 +49,38 @@ def test_warmup_round_trip_keeps_every_request_and_input(version_dir):
             assert sent.tolist() == expected.tolist()  # image bytes included, byte for byte
     signatures = {log.predict_log.request.model_spec.signature_name for log in logs}
     assert signatures == {"serving_default", "retrieve", "rank", "embed_query", "embed_item"}
+
+
+def test_every_contract_signature_is_warmed_up_at_every_batch_size(version_dir):
+    """A signature added to the contract gets warmup records without anyone listing it."""
+    batch_sizes = (1, 3)
+    write_warmup_file(version_dir, search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES,
+                                                          batch_sizes=batch_sizes))
+    seen = {}
+    for log in read_warmup_file(version_dir):
+        request = log.predict_log.request
+        batch = {tf.make_ndarray(proto).shape[0] for proto in request.inputs.values()}
+        assert len(batch) == 1, "every input of a request has the same batch size"
+        seen.setdefault(request.model_spec.signature_name, set()).update(batch)
+        assert set(request.inputs) == set(SIGNATURE_INPUTS[request.model_spec.signature_name])
+    for name in SIGNATURE_INPUTS:
+        warmed = SAME_FUNCTION_AS.get(name, name)  # `search` is warmed through serving_default
+        assert seen.get(warmed) == set(batch_sizes), name
+    assert not set(seen) & set(SAME_FUNCTION_AS), "aliases must not be warmed twice"
+
+
+def test_a_contract_input_without_a_warmup_sample_is_named(monkeypatch):
+    monkeypatch.setitem(SIGNATURE_INPUTS, "embed_audio", {"audio": ("string", (None,))})
+    with pytest.raises(ValueError, match="input 'audio' of signature 'embed_audio'"):
+        search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES)
+
+
+def test_a_new_contract_signature_on_known_inputs_gets_warmup_automatically(monkeypatch):
+    monkeypatch.setitem(SIGNATURE_INPUTS, "rerank", {"query": ("string", (None,)),
+                                                     "product_ids": ("string", (None, None))})
+    requests = search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(2,))
+    (rerank,) = [inputs for name, inputs in requests if name == "rerank"]
+    assert rerank["query"].shape == (2,) and rerank["product_ids"].shape == (2, len(STAND_IN_PRODUCT_IDS))
 
 
 def test_file_is_plain_tfrecord_of_prediction_logs(version_dir):

@@ -1,7 +1,8 @@
 """`tfmmsearch query`: searches an export directory or a running TF Serving and prints results.
 
-The target decides the transport: an existing directory is loaded in-process, `http(s)://...`
-is REST, anything else (`host:port`) is gRPC. Titles are printed when a catalog is given.
+The target decides the transport (`tfmmsearch.serving.client.connect`): an existing directory
+is loaded in-process, `http(s)://...` is REST, `host:port` is gRPC, and anything else that
+looks like a path is a missing export. Titles are printed when a catalog is given.
 """
 
 from __future__ import annotations
@@ -10,15 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmmsearch.serving.client import LocalSavedModelClient, SearchClient
-
-
-def make_client(target: str, model_name: str | None = None, transport: str = "auto"):
-    if Path(target).exists():
-        return LocalSavedModelClient(target)
-    if transport == "auto":
-        transport = "rest" if target.startswith(("http://", "https://")) else "grpc"
-    return SearchClient(target, model_name=model_name or "tfmmsearch", transport=transport)
+from tfmmsearch.serving.client import DEFAULT_TIMEOUT, connect
 
 
 def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, str] | None = None) -> str:
@@ -41,9 +34,13 @@ def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, 
 
 
 def run_query(target: str, queries: list[str], model_name: str | None = None, transport: str = "auto",
-              k: int = 5, catalog_dir: str | Path | None = None, signature: str = "serving_default") -> dict:
-    client = make_client(target, model_name, transport)
-    outputs = client.search(queries) if signature == "serving_default" else client.retrieve(queries)
+              k: int = 5, catalog_dir: str | Path | None = None, signature: str = "serving_default",
+              timeout: float = DEFAULT_TIMEOUT) -> dict:
+    """Runs `queries` through `signature` on `target` and prints the top `k` per query."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    with connect(target, model_name, transport, timeout=timeout) as client:
+        outputs = client.search(queries) if signature == "serving_default" else client.retrieve(queries)
     titles = None
     if catalog_dir is not None:
         from tfmmsearch.data.catalog import read_catalog

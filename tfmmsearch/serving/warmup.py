@@ -13,12 +13,10 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from tfmmsearch.serving.client import (
-    DEFAULT_MODEL_NAME,
-    LocalSavedModelClient,
-    ServingError,
-    make_predict_request,
-)
+from tfmmsearch.contract import DEFAULT_SIGNATURE, SIGNATURE_INPUTS
+from tfmmsearch.serving.client import DEFAULT_MODEL_NAME, ServingError, string_tensor
+from tfmmsearch.serving.grpc_client import make_predict_request
+from tfmmsearch.serving.local import LocalSavedModelClient
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -119,7 +117,7 @@ def replay_warmup(saved_model_dir: str | Path) -> list[dict[str, np.ndarray]]:
     results = []
     for index, log in enumerate(logs):
         request = log.predict_log.request
-        signature_name = request.model_spec.signature_name or "serving_default"
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
         try:
             results.append(model.predict(signature_name, inputs))
@@ -129,6 +127,18 @@ def replay_warmup(saved_model_dir: str | Path) -> list[dict[str, np.ndarray]]:
     return results
 
 
+# Signatures that are the very same function as another in the export: warming the other warms
+# them too, so they get no records of their own. (`search` is serving_default under its old name.)
+SAME_FUNCTION_AS = {"search": DEFAULT_SIGNATURE}
+
+CANDIDATES_PER_QUERY = 10  # `rank` warmup width (at most the sample's product ids)
+
+
+def warmup_signatures() -> list[str]:
+    """The contract's signatures that get warmup records, in contract order."""
+    return [name for name in SIGNATURE_INPUTS if name not in SAME_FUNCTION_AS]
+
+
 def search_warmup_requests(
     queries: Sequence[str],
     product_ids: Sequence[str],
@@ -136,9 +146,12 @@ def search_warmup_requests(
     images: Sequence[bytes],
     batch_sizes: Sequence[int] = (1, 8),
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """One request per search signature and batch size, built from sample catalog rows.
+    """One request per contract signature (see `warmup_signatures`) and batch size, from sample rows.
 
-    Several batch sizes matter with --enable_batching: each padded batch shape is its own graph run.
+    Inputs are filled by name from the samples (`query`, `product_ids` [B,N], `title`, `image`),
+    so a signature added to the contract gets warmup without a change here; one with an input
+    of another name is refused, naming it, rather than shipped cold. Several batch sizes matter
+    with --enable_batching: each padded batch shape is its own graph run.
     """
     if not queries or not product_ids or not titles or len(titles) != len(images):
         raise ValueError("need at least one query, product id, and title with its image (b'' for none)")
@@ -146,20 +159,22 @@ def search_warmup_requests(
     def cycle(values: Sequence[Any], n: int) -> list[Any]:
         return [values[i % len(values)] for i in range(n)]
 
-    def strings(values: Sequence[Any]) -> np.ndarray:
-        array = np.empty(len(values), dtype=object)
-        array[:] = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
-        return array
+    def sample(signature_name: str, name: str, n: int) -> np.ndarray:
+        if name == "query":
+            return string_tensor(cycle(queries, n))
+        if name == "product_ids":
+            width = min(len(product_ids), CANDIDATES_PER_QUERY)
+            return string_tensor(cycle(product_ids, n * width)).reshape(n, width)
+        if name == "title":
+            return string_tensor(cycle(titles, n))
+        if name == "image":
+            return string_tensor(cycle(images, n))
+        raise ValueError(f"no warmup sample for input {name!r} of signature {signature_name!r}; "
+                         "teach search_warmup_requests (tfmmsearch/serving/warmup.py) to fill it")
 
     requests = []
     for n in batch_sizes:
-        query = strings(cycle(queries, n))
-        candidates = strings(cycle(product_ids, n * min(len(product_ids), 10))).reshape(n, -1)
-        requests += [
-            ("serving_default", {"query": query}),
-            ("retrieve", {"query": query}),
-            ("rank", {"query": query, "product_ids": candidates}),
-            ("embed_query", {"query": query}),
-            ("embed_item", {"title": strings(cycle(titles, n)), "image": strings(cycle(images, n))}),
-        ]
+        for signature_name in warmup_signatures():
+            inputs = {name: sample(signature_name, name, n) for name in SIGNATURE_INPUTS[signature_name]}
+            requests.append((signature_name, inputs))
     return requests

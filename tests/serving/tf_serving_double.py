@@ -1,8 +1,8 @@
-"""TEST FIXTURE: a stand-in for `tensorflow_model_server`, NOT a production server.
+"""TEST DOUBLE standing in for `tensorflow_model_server`; not shipped, not a production server.
 
 No TensorFlow Serving binary can be installed on the development machines (no Docker engine, no
-package carries it), yet the client and the export must be proved against TF Serving's protocol.
-This module answers that protocol over a SavedModel loaded in this Python process:
+package carries it), yet the clients and the export must be proved against TF Serving's
+protocol. This module answers that protocol over a SavedModel loaded in this Python process:
 
 - gRPC: `tensorflow.serving.PredictionService` Predict and GetModelMetadata, and
   `tensorflow.serving.ModelService` GetModelStatus, with the tensorflow-serving-api protos.
@@ -14,9 +14,11 @@ Request parsing and answer layout follow tensorflow_serving/util/json_tensor.cc 
 model_servers/http_rest_api_handler.cc; error codes follow predict_util.cc. It is stricter in one
 place: an input whose rank or sizes contradict the signature is refused with INVALID_ARGUMENT
 before the model runs. It does no batching, labels, classify/regress or model config reloads, and
-binds only 127.0.0.1. Use the real server (serving/README.md) for anything beyond tests and demos.
+binds only 127.0.0.1. Versions are found with the contract's resolver (`list_versions`), as the
+clients find them. Use the real server (serving/README.md) for anything beyond tests and demos.
 
-Run by hand:  python -m tfmmsearch.serving.test_server export/tfmmsearch --rest_port 8501 --port 8500
+Run by hand, from the repository root:
+    python -m tests.serving.tf_serving_double export/tfmmsearch --port 8500 --rest_api_port 8501
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfmmsearch.serving.client import DEFAULT_MODEL_NAME, saved_model_versions
+from tfmmsearch.contract import DEFAULT_SIGNATURE, list_versions
+from tfmmsearch.serving.client import DEFAULT_MODEL_NAME
+from tfmmsearch.serving.grpc_client import GRPC_MESSAGE_OPTIONS
 
 LOCALHOST = "127.0.0.1"
-DEFAULT_SIGNATURE = "serving_default"
 
 # HTTP status TF Serving's REST server sends for each canonical error code (http_server.cc).
 HTTP_STATUS_FOR_CODE = {
@@ -49,9 +52,6 @@ HTTP_STATUS_FOR_CODE = {
     "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500,
     "UNAUTHENTICATED": 401,
 }
-
-_GRPC_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-
 
 class ServingStatus(Exception):
     """A non-OK answer: canonical code name (e.g. "INVALID_ARGUMENT") and message, as TF Serving's Status."""
@@ -117,7 +117,7 @@ class ModelRegistry:
         self._tf = tf
         self.model_name = model_name
         self.base_path = Path(model_base_path)
-        versions = saved_model_versions(self.base_path)
+        versions = list_versions(self.base_path)
         if not versions:
             raise FileNotFoundError(
                 f"{self.base_path}: no version folders (e.g. {self.base_path}/1/saved_model.pb); "
@@ -133,7 +133,7 @@ class ModelRegistry:
         has_version = model_spec.HasField("version")
         if model_spec.version_label:
             raise _invalid(f"Unrecognized servable version label: {model_spec.version_label} "
-                           "(the test fixture serves no labels)")
+                           "(the test double serves no labels)")
         wanted = f"Specific({name}, {model_spec.version.value})" if has_version else f"Latest({name})"
         if name != self.model_name:
             raise ServingStatus("NOT_FOUND", f"Servable not found for request: {wanted}")
@@ -583,8 +583,8 @@ class RestApi:
             return 200, self._dispatch(method, path, body)
         except ServingStatus as status:
             return status.http_status, json.dumps({"error": status.message})
-        except Exception as error:  # noqa: BLE001 - a fixture must answer, never die on input
-            return 500, json.dumps({"error": f"internal error in the test fixture: {type(error).__name__}: {error}"})
+        except Exception as error:  # noqa: BLE001 - a test double must answer, never die on input
+            return 500, json.dumps({"error": f"internal error in the test double: {type(error).__name__}: {error}"})
 
     def _dispatch(self, method: str, path: str, body: bytes) -> str:
         from google.protobuf import json_format
@@ -614,7 +614,7 @@ class RestApi:
         if predict_match is not None:
             verb = match.group(4).lower()
             if verb != "predict":
-                raise ServingStatus("UNIMPLEMENTED", f"the test fixture serves :predict only, not :{verb}")
+                raise ServingStatus("UNIMPLEMENTED", f"the test double serves :predict only, not :{verb}")
             request, request_format = predict_request_from_json(
                 body, spec, lambda signature: self.registry.input_infos(spec, signature))
             response = self.registry.predict(request)
@@ -641,7 +641,7 @@ class RestApi:
 
 def _rest_handler_class(api: RestApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        server_version = "tfmmsearch-test-fixture"
+        server_version = "tfmmsearch-tf-serving-double"
 
         def _answer(self) -> None:
             try:
@@ -678,7 +678,7 @@ def _grpc_servicers(registry: ModelRegistry) -> tuple[Any, Any]:
         except ServingStatus as error:
             status = error
         except Exception as error:  # noqa: BLE001
-            status = ServingStatus("INTERNAL", f"internal error in the test fixture: {type(error).__name__}: {error}")
+            status = ServingStatus("INTERNAL", f"internal error in the test double: {type(error).__name__}: {error}")
         context.abort(getattr(grpc.StatusCode, status.code), status.message)
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -695,11 +695,11 @@ def _grpc_servicers(registry: ModelRegistry) -> tuple[Any, Any]:
     return PredictionService(), ModelService()
 
 
-# --------------------------------------------------------------------------- the fixture
+# --------------------------------------------------------------------------- the double
 
 
 class InProcessModelServer:
-    """TEST FIXTURE: gRPC + REST endpoints speaking TF Serving's protocol, on 127.0.0.1 only.
+    """TEST DOUBLE: gRPC + REST endpoints speaking TF Serving's protocol, on 127.0.0.1 only.
 
     Ports default to free ones chosen by the OS; read `grpc_target` and `rest_url` after start().
     Use as a context manager so both servers are shut down even when a test fails.
@@ -733,7 +733,7 @@ class InProcessModelServer:
 
         self.registry = ModelRegistry(self.model_base_path, self.model_name, self.num_versions)
         try:
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=_GRPC_OPTIONS)
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=GRPC_MESSAGE_OPTIONS)
             prediction, model = _grpc_servicers(self.registry)
             prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
             model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
@@ -750,7 +750,7 @@ class InProcessModelServer:
             self.rest_port = http_server.server_address[1]
             self._http_thread = threading.Thread(
                 target=http_server.serve_forever, kwargs={"poll_interval": 0.1},
-                name="tfmmsearch-rest-fixture", daemon=True)
+                name="tfmmsearch-rest-double", daemon=True)
             self._http_thread.start()
         except BaseException:
             self.stop()
@@ -777,7 +777,7 @@ class InProcessModelServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="TEST FIXTURE speaking TF Serving's gRPC/REST protocol over a SavedModel, on "
+        description="TEST DOUBLE speaking TF Serving's gRPC/REST protocol over a SavedModel, on "
                     "127.0.0.1. Not a production server: use tensorflow_model_server for that.")
     parser.add_argument("model_base_path", help="TF Serving base path, e.g. export/tfmmsearch")
     parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME)
@@ -788,7 +788,7 @@ def main(argv: list[str] | None = None) -> None:
     server = InProcessModelServer(args.model_base_path, args.model_name, num_versions=args.num_versions,
                                   grpc_port=args.port, rest_port=args.rest_api_port)
     with server:
-        print(f"TEST FIXTURE serving {args.model_name!r} versions {sorted(server.registry.versions)}: "
+        print(f"TEST DOUBLE serving {args.model_name!r} versions {sorted(server.registry.versions)}: "
               f"gRPC {server.grpc_target}, REST {server.rest_url} (Ctrl-C stops)", flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` shuts both servers down cleanly
