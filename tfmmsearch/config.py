@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from tfmmsearch.contract import DEFAULT_MODEL_NAME
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key.
@@ -314,7 +316,7 @@ class TrainingConfig:
 
 @dataclass
 class ExportConfig:
-    model_name: str = "tfmmsearch"
+    model_name: str = DEFAULT_MODEL_NAME
     base_dir: str = "export"
     top_k: int = 100
 

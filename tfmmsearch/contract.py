@@ -62,6 +62,10 @@ LEXICAL_FIELD = "title_words"  # int64 hashed title words, only for a lexical ra
 # --------------------------------------------------------------------------- signatures
 
 DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_MODEL_NAME = "tfmmsearch"  # the served model's name unless a config or request says otherwise
+
+# Signatures that are another one under a second name (the same concrete function).
+SIGNATURE_ALIASES = {"search": DEFAULT_SIGNATURE}
 
 # signature -> input name -> (dtype, shape); dict order is the positional order.
 SIGNATURE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {

@@ -32,7 +32,7 @@ def run_demo(config: Config, run_dir: str | Path | None = None) -> dict:
     from tfmmsearch.exporting.export import export
     from tfmmsearch.hub.registry import ensure_built
     from tfmmsearch.serving.query import format_results
-    from tfmmsearch.serving.client import LocalSavedModelClient
+    from tfmmsearch.serving.local import LocalSavedModelClient
     from tfmmsearch.training.train import train
 
     start = time.time()

@@ -161,17 +161,18 @@ def test_warmup_file_parses_as_prediction_logs_and_replays(exported):
 
 def test_clients_over_the_test_server_match_the_export_called_directly(exported, capsys):
     """REST (row + columnar) and gRPC through the PredictionService TEST FIXTURE, on the real export."""
-    from tfmmsearch.serving.client import LocalSavedModelClient, SearchClient
+    from tests.serving.tf_serving_double import InProcessModelServer
+    from tfmmsearch.serving.connect import connect
+    from tfmmsearch.serving.local import LocalSavedModelClient
     from tfmmsearch.serving.query import run_query
-    from tfmmsearch.serving.test_server import InProcessModelServer
 
     queries = ["black caps", "purple dress"]
     local = LocalSavedModelClient(exported.parent)
     expected = local.search(queries)
     with InProcessModelServer(exported.parent, "tiny") as server:
-        clients = [SearchClient(server.rest_url, "tiny", transport="rest", request_format="row"),
-                   SearchClient(server.rest_url, "tiny", transport="rest", request_format="columnar"),
-                   SearchClient(server.grpc_target, "tiny", transport="grpc")]
+        clients = [connect(server.rest_url, "tiny", request_format="row"),
+                   connect(server.rest_url, "tiny", request_format="columnar"),
+                   connect(server.grpc_target, "tiny")]
         for client in clients:
             got = client.search(queries)
             np.testing.assert_array_equal(got["product_ids"], expected["product_ids"])

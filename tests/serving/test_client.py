@@ -31,7 +31,8 @@ from tests.serving.conftest import (
     make_client,
 )
 from tests.serving.ports import free_port, silent_listener
-from tfmmsearch.serving.client import SearchClient, ServingError, connect
+from tfmmsearch.serving.client import SearchClient, ServingError
+from tfmmsearch.serving.connect import connect
 from tfmmsearch.serving.grpc_client import GrpcClient, make_predict_request, outputs_from_tensor_protos
 from tfmmsearch.serving.local import LocalSavedModelClient
 from tfmmsearch.serving.rest import RestClient, rest_request_body

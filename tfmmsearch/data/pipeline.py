@@ -140,8 +140,11 @@ def decode_image(image_bytes: tf.Tensor, image_size: int, position=None) -> tf.T
 
 
 def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """A batch of encoded images [B] -> float32 [B, S, S, 3] (`decode_image` per element)."""
-    return tf.map_fn(lambda data: decode_image(data, image_size), image_bytes,
+    """A batch of encoded images [B] -> float32 [B, S, S, 3] (`decode_image` per element; a
+    bad image's error names its batch position)."""
+    positions = tf.range(tf.shape(image_bytes)[0])
+    return tf.map_fn(lambda element: decode_image(element[0], image_size, position=element[1]),
+                     (image_bytes, positions),
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from tfmmsearch.config import Config
 from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, MODALITIES
 from tfmmsearch.data.schema import Product
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.lexical import MAX_TITLE_WORDS, word_ids
+from tfmmsearch.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def model_index_arrays(model, config: Config, products: list[Product], batch_siz
     outputs = {field: np.zeros((len(products),) + tuple(shape), np.float32)
                for field, shape in _field_shapes(model).items()}
     groups = [np.flatnonzero(hit), np.flatnonzero(~hit)] if cached else [np.arange(len(products))]
-    with tqdm(total=len(products), desc="indexing", unit="item", leave=False,
-              disable=len(products) <= batch_size) as bar:
+    with progress(total=len(products), desc="indexing", unit="item", leave=False,
+                  disable=len(products) <= batch_size) as bar:
         for positions, use_cache in zip(groups, (bool(cached), False)):
             for first in range(0, len(positions), batch_size):
                 chunk = positions[first:first + batch_size]

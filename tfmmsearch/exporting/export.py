@@ -30,8 +30,8 @@ import tensorflow as tf
 
 from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, base_dir_of, list_versions, resolve_version_dir
 from tfmmsearch.data.catalog import read_catalog
+from tfmmsearch.progress import progress
 from tfmmsearch.data.schema import Catalog, Product
-from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
                          "describe the same items")
     outputs: dict[str, list[np.ndarray]] = {field: [] for field in INDEX_FIELDS}
     start = time.time()
-    with tqdm(total=len(titles), desc=desc, unit="item", leave=False,
-              disable=len(titles) <= batch_size) as bar:
+    with progress(total=len(titles), desc=desc, unit="item", leave=False,
+                  disable=len(titles) <= batch_size) as bar:
         for first in range(0, len(titles), batch_size):
             chunk_titles = titles[first:first + batch_size]
             chunk_images = [Path(path).read_bytes() if path else b""

@@ -20,6 +20,8 @@ from tfmmsearch.contract import (
     INDEX_FIELDS,
     LEXICAL_FIELD,
     MODALITIES,
+    SIGNATURE_ALIASES,
+    SIGNATURE_INPUTS,
     UNKNOWN_SCORE,
     fingerprint,
     has_text_tensor,
@@ -231,13 +233,10 @@ class SearchModule(tf.Module):
         return stored
 
     def signatures(self) -> dict:
-        """The contract's signatures (SIGNATURE_INPUTS) as concrete functions."""
-        search = self.search.get_concrete_function()
-        return {
-            "serving_default": search,
-            "search": search,
-            "retrieve": self.retrieve.get_concrete_function(),
-            "rank": self.rank.get_concrete_function(),
-            "embed_query": self.embed_query.get_concrete_function(),
-            "embed_item": self.embed_item.get_concrete_function(),
-        }
+        """Every signature of the contract (SIGNATURE_INPUTS) as a concrete function."""
+        functions = {"serving_default": self.search, "retrieve": self.retrieve, "rank": self.rank,
+                     "embed_query": self.embed_query, "embed_item": self.embed_item}
+        concrete = {name: function.get_concrete_function() for name, function in functions.items()}
+        concrete.update({alias: concrete[name] for alias, name in SIGNATURE_ALIASES.items()})
+        assert set(concrete) == set(SIGNATURE_INPUTS), "the module and the contract disagree"
+        return concrete

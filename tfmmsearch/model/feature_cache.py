@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from tfmmsearch.config import Config
 from tfmmsearch.data.pipeline import IMAGE_DECODING, read_image
 from tfmmsearch.data.schema import Product
 from tfmmsearch.model.build import cached_inputs
 from tfmmsearch.model.search_model import Encoders
+from tfmmsearch.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class ItemTable:
 
 
 def _batches(total: int, batch_size: int, desc: str):
-    return tqdm(range(0, total, batch_size), desc=desc, unit="batch", leave=False,
-                disable=total <= batch_size)
+    return progress(range(0, total, batch_size), desc=desc, unit="batch", leave=False,
+                    disable=total <= batch_size)
 
 
 def encode_texts(encoder: tf.keras.Model, texts: list[str], batch_size: int = 256,
@@ -76,12 +76,11 @@ def encode_images(encoder: tf.keras.Model, image_paths: list[str], image_size: i
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     call = tf.function(lambda batch: encoder(batch, training=False))
     outputs = []
-    progress = tqdm(total=len(image_paths), desc=desc, unit="img", leave=False,
-                    disable=len(image_paths) <= batch_size)
-    for batch in dataset:
-        outputs.append(call(batch).numpy())
-        progress.update(int(batch.shape[0]))
-    progress.close()
+    with progress(total=len(image_paths), desc=desc, unit="img", leave=False,
+                  disable=len(image_paths) <= batch_size) as bar:
+        for batch in dataset:
+            outputs.append(call(batch).numpy())
+            bar.update(int(batch.shape[0]))
     return np.concatenate(outputs).astype(np.float32)
 
 

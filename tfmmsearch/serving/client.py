@@ -19,23 +19,18 @@ Failures raise `ServingError` carrying what the server answered (HTTP status and
 from __future__ import annotations
 
 import abc
-import os
-import re
 import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tfmmsearch.contract import DEFAULT_SIGNATURE, SIGNATURE_OUTPUTS
+from tfmmsearch.contract import DEFAULT_MODEL_NAME, DEFAULT_SIGNATURE, SIGNATURE_OUTPUTS
 from tfmmsearch.serving.errors import ServingError
 
 __all__ = ["DEFAULT_MODEL_NAME", "DEFAULT_TIMEOUT", "ModelServerClient", "SearchClient",
-           "ServingError", "TRANSPORTS", "connect", "normalize_outputs", "transport_for"]
+           "ServingError", "normalize_outputs"]
 
-DEFAULT_MODEL_NAME = "tfmmsearch"  # ExportConfig.model_name and serving/models.config agree
 DEFAULT_TIMEOUT = 10.0  # seconds per call to a model server
-TRANSPORTS = ("auto", "local", "rest", "grpc")
 
 
 def check_timeout(timeout: float | None, allow_none: bool = False) -> float | None:
@@ -265,72 +260,3 @@ class ModelServerClient(SearchClient):
             if time.monotonic() >= deadline:
                 raise ServingError(f"model {self.model_name!r} not AVAILABLE after {timeout:g}s: {last_problem}")
             time.sleep(poll_interval)
-
-
-# --------------------------------------------------------------------------- choosing a transport
-
-# host:port, host a name, an IPv4 address or a bracketed IPv6 address: what gRPC targets look like.
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}")
-
-
-def transport_for(target: str) -> str:
-    """"rest" for http(s)://, "local" for an existing path, "grpc" for host:port.
-
-    A target that looks like a path (a separator, a leading ".", or no ":port") and does not
-    exist is a missing export, not a host name: FileNotFoundError says so.
-    """
-    if target.startswith(("http://", "https://")):
-        return "rest"
-    if Path(target).exists():
-        return "local"
-    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
-    if any(s in target for s in separators) or target.startswith(".") or not _HOST_PORT.fullmatch(target):
-        raise FileNotFoundError(_missing_export(target))
-    return "grpc"
-
-
-def _missing_export(target: str) -> str:
-    return (f"{target}: no such export directory (give an export base path or version folder, "
-            "http://HOST:8501 for TF Serving's REST API, or HOST:8500 for its gRPC API)")
-
-
-def connect(target: str | Path, model_name: str | None = None, transport: str = "auto",
-            timeout: float | None = DEFAULT_TIMEOUT, *, version: int | None = None,
-            request_format: str = "columnar") -> SearchClient:
-    """A client for `target`: an export directory, "http(s)://host:port" (REST) or "host:port" (gRPC).
-
-    `transport` forces one of "local", "rest", "grpc" instead of guessing from the target.
-    `model_name` is the served name (default "tfmmsearch"; unused in-process), `version` pins a
-    version, `timeout` bounds each call in seconds, `request_format` picks REST's "row" or
-    "columnar" body.
-    """
-    if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
-    target = str(target)
-    if transport == "auto":
-        transport = transport_for(target)
-    if transport == "local":
-        from tfmmsearch.serving.local import LocalSavedModelClient
-
-        if not Path(target).exists():
-            raise FileNotFoundError(_missing_export(target))
-        return LocalSavedModelClient(target, version=version, timeout=timeout)
-    if transport == "rest":
-        from tfmmsearch.serving.rest import RestClient
-
-        return RestClient(target, model_name or DEFAULT_MODEL_NAME, timeout=timeout, version=version,
-                          request_format=request_format)
-    from tfmmsearch.serving.grpc_client import GrpcClient
-
-    return GrpcClient(target, model_name or DEFAULT_MODEL_NAME, timeout=timeout, version=version)
-
-
-def __getattr__(name: str) -> Any:
-    # `LocalSavedModelClient` lived here before the transports got their own modules; callers
-    # outside tfmmsearch/serving (tfmmsearch/demo.py) still import it from here. Delete this once
-    # they import tfmmsearch.serving.local instead.
-    if name == "LocalSavedModelClient":
-        from tfmmsearch.serving.local import LocalSavedModelClient
-
-        return LocalSavedModelClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

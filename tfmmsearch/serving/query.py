@@ -1,6 +1,6 @@
 """`tfmmsearch query`: searches an export directory or a running TF Serving and prints results.
 
-The target decides the transport (`tfmmsearch.serving.client.connect`): an existing directory
+The target decides the transport (`tfmmsearch.serving.connect.connect`): an existing directory
 is loaded in-process, `http(s)://...` is REST, `host:port` is gRPC, and anything else that
 looks like a path is a missing export. Titles are printed when a catalog is given.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmmsearch.serving.client import DEFAULT_TIMEOUT, connect
+from tfmmsearch.serving.client import DEFAULT_TIMEOUT
+from tfmmsearch.serving.connect import connect
 
 
 def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, str] | None = None) -> str:

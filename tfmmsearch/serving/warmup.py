@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from tfmmsearch.contract import DEFAULT_SIGNATURE, SIGNATURE_INPUTS
+from tfmmsearch.contract import DEFAULT_SIGNATURE, SIGNATURE_ALIASES, SIGNATURE_INPUTS
 from tfmmsearch.serving.client import DEFAULT_MODEL_NAME, ServingError, string_tensor
 from tfmmsearch.serving.grpc_client import make_predict_request
 from tfmmsearch.serving.local import LocalSavedModelClient
@@ -129,14 +129,13 @@ def replay_warmup(saved_model_dir: str | Path) -> list[dict[str, np.ndarray]]:
 
 # Signatures that are the very same function as another in the export: warming the other warms
 # them too, so they get no records of their own. (`search` is serving_default under its old name.)
-SAME_FUNCTION_AS = {"search": DEFAULT_SIGNATURE}
 
 CANDIDATES_PER_QUERY = 10  # `rank` warmup width (at most the sample's product ids)
 
 
 def warmup_signatures() -> list[str]:
     """The contract's signatures that get warmup records, in contract order."""
-    return [name for name in SIGNATURE_INPUTS if name not in SAME_FUNCTION_AS]
+    return [name for name in SIGNATURE_INPUTS if name not in SIGNATURE_ALIASES]
 
 
 def search_warmup_requests(
