@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tfmmsearch.config import ConfigError, load_config
+from tfmmsearch.exporting.errors import ExportBusyError  # no TensorFlow import
 from tfmmsearch.logs import setup_logging
 from tfmmsearch.serving.errors import ServingError  # no heavy imports: errors.py imports nothing
 
@@ -210,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser(
         "index", help="embed a catalog with the latest export and write the next version (no retraining)")
-    index.add_argument("--model", type=Path, required=True, help="model base path, e.g. export/demo")
+    index.add_argument("--model", type=Path, required=True,
+                       help="model base path, e.g. export/demo (its latest version embeds), or one "
+                            "version directory, e.g. export/demo/3; the new version goes beside it")
     index.add_argument("--catalog", type=Path, required=True, help="catalog directory to index")
     index.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     index.set_defaults(handler=_cmd_index)
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"tfmmsearch: config error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, ServingError) as error:
+    except (ValueError, FileNotFoundError, ServingError, ExportBusyError) as error:
         print(f"tfmmsearch: error: {error}", file=sys.stderr)
         return 1
 

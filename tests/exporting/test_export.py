@@ -104,11 +104,26 @@ def test_bad_inputs_give_errors_not_crashes(exported):
         loaded.signatures["embed_query"](query=tf.constant([1, 2]))  # wrong dtype
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
         loaded.signatures["rank"](query=tf.constant(["x"]), product_ids=tf.constant(["a"]))  # wrong rank
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        loaded.signatures["embed_item"](title=tf.constant(["x"]), image=tf.constant([b"not a jpeg"]))
-    # The same loaded model keeps answering afterwards.
-    out = loaded.signatures["serving_default"](query=tf.constant([""]))
-    assert out["product_ids"].shape == (1, 10)
+    # An undecodable image names its position in the batch.
+    jpeg = next(Path(exported.parent.parent.parent / "data" / "synthetic_catalog" / "images").glob("*.jpg"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch position 1"):
+        loaded.signatures["embed_item"](title=tf.constant(["x", "y"]),
+                                        image=tf.constant([jpeg.read_bytes(), b"not a jpeg"]))
+    # Mismatched batches are InvalidArgument with a message, not an internal error.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        loaded.signatures["embed_item"](title=tf.constant(["x", "y"]), image=tf.constant([b""]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        loaded.signatures["rank"](query=tf.constant(["x", "y"]), product_ids=tf.constant([["a"]]))
+    # A batch of 0 items gives empty outputs.
+    empty = loaded.signatures["embed_item"](title=tf.constant([], tf.string),
+                                            image=tf.constant([], tf.string))
+    assert empty["embedding"].shape == (0, 16) and empty["modality_weights"].shape == (0, 2)
+    # The same loaded model keeps answering afterwards; blank queries find nothing.
+    out = loaded.signatures["serving_default"](query=tf.constant(["", "  \t", "caps"]))
+    assert out["product_ids"].shape == (3, 10)
+    assert set(out["product_ids"].numpy()[:2].ravel()) == {b""}
+    assert np.all(out["scores"].numpy()[:2] == -np.inf)
+    assert b"" not in set(out["product_ids"].numpy()[2])
 
 
 def test_a_failed_export_leaves_earlier_versions_and_no_partial_one(tiny_run, exported, monkeypatch):

@@ -14,9 +14,9 @@ from tfmmsearch.contract import SIGNATURE_INPUTS
 from tfmmsearch.serving.client import ServingError
 from tfmmsearch.serving.grpc_client import make_predict_request
 from tfmmsearch.serving.local import LocalSavedModelClient
+from tfmmsearch.contract import SIGNATURE_ALIASES
 from tfmmsearch.serving.warmup import (
     MAX_WARMUP_RECORDS,
-    SAME_FUNCTION_AS,
     read_warmup_file,
     replay_warmup,
     search_warmup_requests,
@@ -64,9 +64,9 @@ def test_every_contract_signature_is_warmed_up_at_every_batch_size(version_dir):
         seen.setdefault(request.model_spec.signature_name, set()).update(batch)
         assert set(request.inputs) == set(SIGNATURE_INPUTS[request.model_spec.signature_name])
     for name in SIGNATURE_INPUTS:
-        warmed = SAME_FUNCTION_AS.get(name, name)  # `search` is warmed through serving_default
+        warmed = SIGNATURE_ALIASES.get(name, name)  # `search` is warmed through serving_default
         assert seen.get(warmed) == set(batch_sizes), name
-    assert not set(seen) & set(SAME_FUNCTION_AS), "aliases must not be warmed twice"
+    assert not set(seen) & set(SIGNATURE_ALIASES), "aliases must not be warmed twice"
 
 
 def test_a_contract_input_without_a_warmup_sample_is_named(monkeypatch):

@@ -249,15 +249,23 @@ def test_learning_rate_logger_reports_the_scheduled_rate():
     assert expected[1] == pytest.approx(0.01)
 
 
-def test_resume_notice_speaks_only_when_starting_past_epoch_one(caplog):
+def test_resume_notice_speaks_only_when_starting_past_the_first_step(caplog):
     caplog.set_level(logging.INFO, logger="tfmmsearch.training.callbacks")
-    fresh = ResumeNotice()
+    fresh = ResumeNotice(10)
     fresh.on_epoch_begin(0)
+    fresh.on_train_batch_begin(0)
     fresh.on_epoch_begin(1)
+    fresh.on_train_batch_begin(0)
     assert "resumed" not in caplog.text
 
-    resumed = ResumeNotice()
+    resumed = ResumeNotice(10)  # restored at the start of epoch 3
     resumed.on_epoch_begin(2)
+    resumed.on_train_batch_begin(0)
     resumed.on_epoch_begin(3)
+    resumed.on_train_batch_begin(0)
+    mid_epoch = ResumeNotice(10)  # restored after step 4 of epoch 1: Keras starts at batch 4
+    mid_epoch.on_epoch_begin(0)
+    mid_epoch.on_train_batch_begin(4)
     messages = [r.getMessage() for r in caplog.records if "resumed" in r.getMessage()]
-    assert messages == ["resumed from the backup: continuing at epoch 3"]
+    assert messages == ["resumed from the backup: continuing at epoch 3, step 1 of 10",
+                        "resumed from the backup: continuing at epoch 1, step 5 of 10"]

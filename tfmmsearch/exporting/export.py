@@ -32,15 +32,12 @@ from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, base_dir_of, list_v
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.progress import progress
 from tfmmsearch.data.schema import Catalog, Product
+from tfmmsearch.exporting.errors import ExportBusyError
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".tfmmsearch-writer.lock"
 _TMP_PREFIX = ".tmp-"
-
-
-class ExportBusyError(RuntimeError):
-    """Another process is writing a version under the same model base path."""
 
 
 def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size: int = 64,

@@ -195,13 +195,16 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     epochs_log = EpochHistory(run_dir / HISTORY_FILE, write=chief)
     callbacks = [
         ResumeNotice(steps_per_epoch),
+        tf.keras.callbacks.TerminateOnNaN(),
+        validation,
+        LearningRateLogger(),
+        # After the callbacks that add to the epoch logs, before the backup: an epoch is in
+        # history.json before the backup says it is done (a crash between them redoes it).
+        epochs_log,
         tf.keras.callbacks.BackupAndRestore(
             str(run_dir / "backup"),
             save_freq=config.training.steps_per_checkpoint or "epoch",
             delete_checkpoint=False),
-        tf.keras.callbacks.TerminateOnNaN(),
-        validation,
-        LearningRateLogger(),
     ]
     if config.training.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
@@ -212,7 +215,6 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
             str(run_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
         tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=1,
                                        update_freq="epoch"),
-        epochs_log,  # last: it records what the callbacks above added to the epoch logs
     ]
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
