@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from tfmmsearch.evaluation import bm25
-from tfmmsearch.evaluation.bm25 import BM25Index, bm25_scores, tokenize
+from tfmmsearch.evaluation.bm25 import BM25Index, tokenize
 
 # Three documents: lengths 2, 3, 4 tokens, so avgdl = 3. N = 3, k1 = 1.5, b = 0.75.
 CORPUS = ["Red shirt", "blue SHIRT shirt", "red red shoes, now"]
+
+
+def bm25_scores(queries, documents):
+    """Scores of `queries` over `documents`, the way BM25System uses the index."""
+    return BM25Index(documents).score(queries)
 
 
 def _norm(length):

@@ -18,10 +18,9 @@ from tfmmsearch.hub.efficientnet_lite import (
     load_lite0_weights,
     weight_mapping,
 )
-from tfmmsearch.hub.image_module import read_image_module_info
 from tfmmsearch.hub.torch_pickle import load_torch_state_dict
 
-from .test_tiny_image import assert_fine_tunable, assert_round_trips, outputs_in_fresh_process
+from .test_tiny_image import assert_fine_tunable, assert_round_trips, module_info, outputs_in_fresh_process
 
 PARITY_TOLERANCE = 1e-4
 
@@ -86,7 +85,7 @@ def test_module_matches_the_pytorch_original(lite0_module, lite0_inputs, lite0_r
     # The predicted ImageNet classes agree too (the flat-colour image included).
     np.testing.assert_array_equal(logits.argmax(1), lite0_reference["logits"].argmax(1))
 
-    info = read_image_module_info(lite0_module)
+    info = module_info(lite0_module)
     assert info["image_size"] == 224 and info["feature_dim"] == FEATURE_DIM and info["has_logits"] is True
     # The frozen head stays out of the fine-tunable variables.
     assert len(loaded.classifier_variables) == 2
@@ -132,5 +131,5 @@ def test_multiscale_module_extends_the_pretrained_features(lite0_module, lite0_i
     assert features.shape == (4, 3104)
     np.testing.assert_allclose(features[:, :FEATURE_DIM], plain, atol=1e-5)
     assert (features[:, FEATURE_DIM:] >= 0).all() and features[:, FEATURE_DIM:].max() <= 6.0  # ReLU6
-    info = read_image_module_info(multiscale)
+    info = module_info(multiscale)
     assert info["feature_dim"] == 3104 and info["has_logits"] is False

@@ -63,13 +63,6 @@ def _bounds(fractions: tuple[float, float, float]) -> tuple[list[float], int]:
     return bounds, last_nonempty
 
 
-def assign_split(product_id: str, fractions: Sequence[float] | Mapping[str, float] = (0.8, 0.1, 0.1),
-                 seed: int = 0) -> str:
-    """The split ("train", "validation" or "test") of one product, e.g. a newly listed one."""
-    bounds, last_nonempty = _bounds(validate_fractions(fractions))
-    return _assign(_unit_hash(seed, str(product_id)), bounds, last_nonempty)
-
-
 def split_products(product_ids: Iterable[str],
                    fractions: Sequence[float] | Mapping[str, float] = (0.8, 0.1, 0.1),
                    seed: int = 0) -> dict[str, list[str]]:

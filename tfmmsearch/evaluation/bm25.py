@@ -123,8 +123,3 @@ class BM25Index:
         flat = np.repeat(rows, sizes) * self.num_documents + self.posting_docs[postings]
         sums = np.bincount(flat, weights=self.posting_weights[postings], minlength=block.size)
         block += sums.reshape(block.shape).astype(np.float32)
-
-
-def bm25_scores(queries: Sequence[str], documents: Sequence[str], k1: float = K1, b: float = B) -> np.ndarray:
-    """BM25 scores [len(queries), len(documents)] of each query against each document."""
-    return BM25Index(documents, k1=k1, b=b).score(queries)

@@ -208,13 +208,6 @@ def retrieval_metrics(scores: np.ndarray, grades: np.ndarray, k_ndcg: int = NDCG
                              retrieved=max(RETRIEVED, k_ndcg, k_recall)).means
 
 
-def metrics_from_topk(topk: np.ndarray, grades: np.ndarray, k_ndcg: int = NDCG_K,
-                      k_recall: int = RECALL_K) -> dict[str, float]:
-    """`retrieval_metrics` for a model that answers with top-k product indices [Q, K] (-1 = empty)."""
-    return attribute_metrics_from_top_k(topk, grades, ndcg_k=k_ndcg, recall_k=k_recall,
-                                        retrieved=max(RETRIEVED, k_ndcg, k_recall)).means
-
-
 def _reciprocal_rank(relevant: np.ndarray) -> np.ndarray:
     """1 / rank of the first True per row, 0 where a row has none."""
     if relevant.shape[1] == 0:
@@ -259,30 +252,6 @@ def _check_targets(targets, num_queries: int, num_products: int) -> np.ndarray:
         raise ValueError(f"target {targets[bad[0]]} of query {bad[0]} is outside the catalog "
                          f"of {num_products} products")
     return targets.astype(np.int64, copy=False)
-
-
-def indices_from_ids(top_ids: Sequence[Sequence[str | bytes]] | np.ndarray,
-                     product_ids: Sequence[str]) -> np.ndarray:
-    """Maps the product ids an exported model returns [Q, K] to catalog indices for the metrics.
-
-    Empty ids (b"" or "", how a padded answer ends) become `PADDING`; an id that is not in the
-    catalog is an error, since silently dropping it would make a system look worse or better.
-    """
-    position = {str(pid): index for index, pid in enumerate(product_ids)}
-    if len(position) != len(product_ids):
-        raise ValueError("product_ids contain duplicates")
-    rows = [list(row) for row in top_ids]
-    width = max((len(row) for row in rows), default=0)
-    result = np.full((len(rows), width), PADDING, dtype=np.int64)
-    for q, row in enumerate(rows):
-        for rank, pid in enumerate(row):
-            key = pid.decode("utf-8") if isinstance(pid, bytes) else str(pid)
-            if key == "":
-                continue
-            if key not in position:
-                raise ValueError(f"query {q}, rank {rank + 1}: product id {key!r} is not in the catalog")
-            result[q, rank] = position[key]
-    return result
 
 
 def metric_curves(top_k: np.ndarray, grades: np.ndarray, ks: Sequence[int]) -> dict[str, list[float]]:

@@ -22,6 +22,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from tfmmsearch.contract import has_text
+
 from tfmmsearch.evaluation.bm25 import B, K1, BM25Index
 from tfmmsearch.evaluation.metrics import RELEVANT_GRADE, attribute_metrics, identity_metrics
 
@@ -143,7 +145,7 @@ def title_to_image_queries(titles: Sequence[str], image_paths: Sequence[str | No
     """
     _check_items(titles, image_paths)
     eligible = np.array([index for index, (title, image) in enumerate(zip(titles, image_paths))
-                         if title.strip() and image], dtype=np.int64)
+                         if has_text(title) and image], dtype=np.int64)
     skipped = len(titles) - len(eligible)
     if max_queries is not None:
         if max_queries < 1:

@@ -144,11 +144,3 @@ def _replace_dir(new_dir: Path, out_dir: Path) -> None:
     os.replace(new_dir, out_dir)
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
-
-
-def read_image_module_info(module_dir: str | Path) -> dict[str, Any]:
-    """The image size, feature width and provenance recorded when the module was saved."""
-    path = Path(module_dir) / INFO_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not an image module written by tfmmsearch (no {INFO_FILE})")
-    return json.loads(path.read_text())
