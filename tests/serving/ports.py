@@ -1,9 +1,11 @@
-"""Local ports for network tests: one nothing listens on, and one that accepts but never answers."""
+"""Local servers for network tests: a port nothing listens on, one that accepts but never
+answers, and stopping a server process for good."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 from typing import Iterator
 
 LOCALHOST = "127.0.0.1"
@@ -26,3 +28,13 @@ def silent_listener() -> Iterator[int]:
         yield silent.getsockname()[1]
     finally:
         silent.close()
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Terminates a server process, killing it if it does not exit within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -23,7 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tests.serving.conftest import MODEL_NAME, SCORE_SCALE_BY_VERSION, TRANSPORTS, make_client
 from tfmmsearch.config import ExportConfig
-from tests.serving.ports import free_port
+from tests.serving.ports import free_port, stop_process
 from tfmmsearch.serving.client import DEFAULT_MODEL_NAME, ServingError
 from tfmmsearch.serving.rest import RestClient
 
@@ -152,12 +152,7 @@ def real_model_server(stand_in_base_path, tmp_path_factory):
             time.sleep(0.5)
         yield {"rest": f"http://127.0.0.1:{rest_port}", "grpc": f"127.0.0.1:{grpc_port}", "rest_port": rest_port}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)

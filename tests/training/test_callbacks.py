@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.serving.ports import free_port, stop_process
 from tests.training.conftest import read_checkpoint
 from tfmmsearch.training.callbacks import (
     LearningRateLogger,
@@ -165,12 +165,6 @@ def test_writing_the_projector_again_keeps_one_events_file(tmp_path):
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read()
@@ -183,7 +177,7 @@ def test_tensorboard_serves_the_projector_under_the_printed_logdir(tmp_path):
     with tf.summary.create_file_writer(str(logs / "train")).as_default():
         tf.summary.scalar("epoch_loss", 1.0, step=0)
     write_small_projector(logs)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/data/plugin/projector"
     server_log = tmp_path / "tensorboard.log"
     with open(server_log, "wb") as log_file:
@@ -214,12 +208,7 @@ def test_tensorboard_serves_the_projector_under_the_printed_logdir(tmp_path):
         tensor = np.frombuffer(_get(f"{base}/tensor?run=projector&name={name}"), np.float32)
         assert tensor.shape == (60,)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 def test_validation_ranking_adds_metrics_to_the_logs():
