@@ -51,7 +51,11 @@ def _cmd_train(args) -> int:
     from tfmmsearch.training.train import train
 
     result = train(_config(args), args.out)
-    print(f"\ntrained in {result.seconds:.0f} s; run directory: {result.run_dir}")
+    if result.already_complete:
+        print(f"\n{result.run_dir} is already complete: nothing to train (use a new --out to "
+              "train again)")
+    else:
+        print(f"\ntrained in {result.seconds:.0f} s; run directory: {result.run_dir}")
     for name, value in result.validation.items():
         print(f"  {name}: {value:.4f}")
     print(f"TensorBoard: tensorboard --logdir {result.run_dir / 'logs'} --host 127.0.0.1")

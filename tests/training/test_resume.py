@@ -151,6 +151,7 @@ def test_a_resumed_run_keeps_the_whole_history_and_a_finished_one_is_left_alone(
     caplog.clear()
     again = train(config, run_dir, verbose=0)
     assert "already complete" in caplog.text
+    assert again.already_complete and not result.already_complete
     assert again.history == metrics["history"]
     assert {path: path.read_bytes() for path in before} == before
 

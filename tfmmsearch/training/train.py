@@ -68,6 +68,7 @@ class TrainResult:
     history: dict
     validation: dict
     seconds: float
+    already_complete: bool = False  # the run was finished before this call: nothing trained
 
 
 def validation_queries(prepared: PreparedData, config: Config) -> list:
@@ -260,7 +261,7 @@ def check_resumable(run_dir: Path, config: Config) -> TrainResult | None:
             logger.info("%s is already complete (%s); nothing to do. Export it: tfmmsearch "
                         "export --run %s", run_dir, metrics_path, run_dir)
             return TrainResult(run_dir, metrics.get("history", {}), metrics.get("validation", {}),
-                               0.0)
+                               0.0, already_complete=True)
     return None
 
 
