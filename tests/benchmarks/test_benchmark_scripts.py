@@ -1,4 +1,4 @@
-"""benchmarks/quality.py and benchmarks/speed.py run end to end on a tiny config.
+"""benchmarks/quality.py, speed.py and export_speed.py run end to end on a tiny config.
 
 The real runs take the Myntra catalog and pretrained towers (benchmarks/RESULTS.md); these
 runs prove the scripts' plumbing: every row and task is produced from the exported model,
@@ -126,3 +126,19 @@ def test_speed_measures_training_serving_and_index_scale(quality_run):
         assert row["agreement_with_numpy"] == 1.0  # the served top 100 is numpy's exact top 100
         assert row["index_bytes"] == row["items"] * 16 * 4 * 3
     assert (root / "results" / "speed_latency_vs_index_size.png").stat().st_size > 10_000
+
+
+def test_export_speed_times_both_ways_and_the_indexes_agree(tmp_path, tiny_hub_cache):
+    config_path = tmp_path / "tiny.yaml"
+    save_config(make_tiny_config(tiny_hub_cache, tmp_path / "unused", ["training.epochs=1"]),
+                config_path)
+    result = _script("export_speed").main([
+        "--config", str(config_path), "--out", str(tmp_path / "out"), "--rounds", "1",
+        "--results", str(tmp_path / "results")])
+    assert result["items"] > 100  # the synthetic catalog (a few rows are deliberately bad)
+    assert result["export_with_cache_median_s"] > 0 and result["export_encoding_again_s"] > 0
+    assert result["max_abs_embedding_difference"] < 1e-4
+    # The cache was restored after the timing without it.
+    assert list((tmp_path / "out" / "data" / "feature_cache").glob("images-*.npz"))
+    written = json.loads((tmp_path / "results" / "export_speed.json").read_text())
+    assert written["speedup"] == pytest.approx(result["speedup"])
