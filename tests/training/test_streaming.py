@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import REPO_ROOT
 from tfmmsearch.config import AttributeColumnsConfig
 from tfmmsearch.data.queries import Query
 from tfmmsearch.data.schema import Product
@@ -282,3 +283,12 @@ def test_train_streams_from_tfds_and_reuses_its_feature_shards(tiny_config, tmp_
     import json
     metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
     assert metrics["steps_per_epoch"] == metrics["train_pairs"] // config.training.batch_size
+
+
+def test_item_source_is_a_checked_choice_defaulting_to_memory():
+    from tfmmsearch.config import ConfigError, load_config
+
+    assert load_config(None, []).training.item_source == "memory"
+    assert load_config(REPO_ROOT / "configs" / "demo.yaml").training.item_source == "tfds"
+    with pytest.raises(ConfigError, match="training.item_source: 'disk' is not one of memory, tfds"):
+        load_config(None, ["training.item_source=disk"])

@@ -46,7 +46,10 @@ def tfds_dir(config: Config) -> Path:
 
 def prepare_item_source(prepared: PreparedData, config: Config):
     """Writes the prepared splits as TFDS shards (reused while catalog and splits are the same);
-    returns the builder. The catalog's own JPEG bytes are stored, so pixels match the files."""
+    returns the builder. JPEG files are stored byte for byte, so their pixels match the files'
+    (other formats are stored re-encoded as JPEG). Workers of a multi-worker run each call
+    this: the first preparation of a directory must not race (prepare it before starting
+    them); a prepared one is only read."""
     from tfmmsearch.data.tfds_catalog import prepare_catalog_dataset
 
     return prepare_catalog_dataset(prepared.catalog, prepared.splits, tfds_dir(config))
