@@ -297,6 +297,9 @@ class TrainingConfig:
     early_stopping_patience: int = 0  # 0: off
     validation_queries: int = 1000  # validation queries sampled for per-epoch NDCG (0: all)
     cache_frozen_features: bool = True
+    # memory: every item's inputs as in-graph tables (small catalogs); tfds: items streamed
+    # from the prepared TFDS train split, frozen features from TFRecord shards beside it
+    item_source: str = "memory"
     mixed_precision: bool = False
     xla: bool = False
     seed: int = 0
@@ -305,6 +308,7 @@ class TrainingConfig:
         _check_choice(
             "training.strategy", self.strategy, ("default", "mirrored", "multi_worker_mirrored")
         )
+        _check_choice("training.item_source", self.item_source, ("memory", "tfds"))
         _check_range("training.batch_size", self.batch_size, 1)
         _check_range("training.epochs", self.epochs, 1)
         _check_range("training.learning_rate", self.learning_rate, 0.0, low_open=True)

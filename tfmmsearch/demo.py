@@ -27,12 +27,13 @@ def _banner(text: str) -> None:
 def run_demo(config: Config, run_dir: str | Path | None = None) -> dict:
     """Runs every stage and prints what it did and where the outputs went."""
     from tfmmsearch.data.prepare import prepare_data
-    from tfmmsearch.data.tfds_catalog import load_catalog_split, prepare_catalog_dataset
+    from tfmmsearch.data.tfds_catalog import split_size
     from tfmmsearch.evaluation.evaluate import evaluate
     from tfmmsearch.exporting.export import export
     from tfmmsearch.hub.registry import ensure_built
     from tfmmsearch.serving.query import format_results
     from tfmmsearch.serving.local import LocalSavedModelClient
+    from tfmmsearch.training.streaming import prepare_item_source
     from tfmmsearch.training.train import train
 
     start = time.time()
@@ -44,10 +45,12 @@ def run_demo(config: Config, run_dir: str | Path | None = None) -> dict:
     print(f"catalog {prepared.catalog.source}: {prepared.catalog.report.summary()}")
     for split, ids in prepared.splits.items():
         print(f"  {split:10s} {len(ids):5d} products {len(prepared.queries[split]):6d} queries")
-    tfds_dir = Path(config.data.work_dir) / "tfds"
-    prepare_catalog_dataset(prepared.catalog, prepared.splits, tfds_dir)
-    counts = {split: sum(1 for _ in load_catalog_split(tfds_dir, split)) for split in prepared.splits}
-    print(f"TFDS shards in {tfds_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    # The same shards training streams its items from (training.item_source: tfds); train()
+    # reuses them.
+    builder = prepare_item_source(prepared, config)
+    counts = {split: split_size(builder, split) for split in prepared.splits}
+    print(f"TFDS shards in {builder.data_dir} (training items from "
+          f"{config.training.item_source}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     _banner("2/6 towers: TF-Hub modules built offline")
     cache_dir = config.towers.hub_cache_dir or None

@@ -148,6 +148,12 @@ def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
 
+def stored_image(image_bytes: tf.Tensor, has_image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A prepared TFDS item's image: its stored JPEG decoded, or zeros when `has_image` is
+    False (the placeholder JPEG a TFDS feature needs is never shown to a model)."""
+    return decode_image(tf.where(has_image, image_bytes, tf.constant(b"")), image_size)
+
+
 def read_image(image_path: tf.Tensor, image_size: int) -> tf.Tensor:
     """Reads and decodes one image file (an error names the file); an empty path gives zeros."""
     image_bytes = tf.cond(tf.strings.length(image_path) > 0,
@@ -286,8 +292,7 @@ def tfds_split_dataset(source, split: str, *, image_size: int, batch_size: int,
 
     def to_item(example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         item = dict(example)
-        image_bytes = tf.where(example["has_image"], example["image"], tf.constant(b""))
-        item["image"] = decode_image(image_bytes, image_size)
+        item["image"] = stored_image(example["image"], example["has_image"], image_size)
         return item
 
     dataset = _map(dataset, to_item)

@@ -118,23 +118,31 @@ class FeatureStore:
         self._catalog_key = cache_key(ids=items.product_ids, titles=items.titles,
                                       images=items.image_paths)
 
-    def item_features(self, compute: bool = True) -> dict[str, np.ndarray]:
-        """Cached encoder outputs of the items; with compute=False only those already on disk."""
-        cfg, out = self.config.towers, {}
-        if "title_features" in self.cached:
-            key = cache_key(catalog=self._catalog_key, pre=cfg.text.preprocessor,
-                            enc=cfg.text.encoder, seq=cfg.text.seq_length, pool=cfg.text.pooling)
-            out["title_features"] = load_or_compute(
-                self.cache_dir, "titles", key, compute and (
-                    lambda: encode_texts(self.encoders.text, self.items.titles, desc="titles")))
-        if "image_features" in self.cached:
+    def feature_key(self, name: str) -> str:
+        """The cache key of item feature `name` (title_features / image_features): what
+        produced it, over these items. The .npz cache and the TFDS feature shards share it."""
+        cfg = self.config.towers
+        if name == "title_features":
+            return cache_key(catalog=self._catalog_key, pre=cfg.text.preprocessor,
+                             enc=cfg.text.encoder, seq=cfg.text.seq_length, pool=cfg.text.pooling)
+        if name == "image_features":
             parts = {"handle": cfg.image.handle, "size": cfg.image.image_size,
                      "decoding": IMAGE_DECODING}
             if cfg.image.colour_histogram_bins:  # part of the key only when used: old caches stay valid
                 parts["colour_bins"] = cfg.image.colour_histogram_bins
-            key = cache_key(catalog=self._catalog_key, **parts)
+            return cache_key(catalog=self._catalog_key, **parts)
+        raise KeyError(f"no cached item feature {name!r} (title_features or image_features)")
+
+    def item_features(self, compute: bool = True) -> dict[str, np.ndarray]:
+        """Cached encoder outputs of the items; with compute=False only those already on disk."""
+        cfg, out = self.config.towers, {}
+        if "title_features" in self.cached:
+            out["title_features"] = load_or_compute(
+                self.cache_dir, "titles", self.feature_key("title_features"), compute and (
+                    lambda: encode_texts(self.encoders.text, self.items.titles, desc="titles")))
+        if "image_features" in self.cached:
             out["image_features"] = load_or_compute(
-                self.cache_dir, "images", key, compute and (
+                self.cache_dir, "images", self.feature_key("image_features"), compute and (
                     lambda: encode_images(self.encoders.image, self.items.image_paths,
                                           cfg.image.image_size, desc="images")))
         return {name: values for name, values in out.items() if values is not None}

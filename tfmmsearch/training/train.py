@@ -52,6 +52,7 @@ from tfmmsearch.training.callbacks import (
 )
 from tfmmsearch.training.datasets import training_dataset
 from tfmmsearch.training.examples import AttributeIds, build_examples
+from tfmmsearch.training.streaming import streamed_run_dataset
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.training.strategy import is_chief, make_strategy, task_name
 
@@ -169,18 +170,26 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
                               max_per_query=config.data.queries.max_positives_per_query,
                               seed=config.training.seed, attribute_ids=attribute_ids)
     train_query_features = store.query_features(examples.query_texts, "train_queries")
-    train_cached = {key: value[train_positions] for key, value in cached.items()}
-    if train_query_features is not None:
-        train_cached["query_features"] = train_query_features
-    train_items = ItemTable.from_products(train_products)
     batch_size = min(config.training.batch_size, len(examples))
-    dataset = training_dataset(examples, train_items, batch_size=batch_size,
-                               seed=config.training.seed, image_size=config.towers.image.image_size,
-                               cached=train_cached, words=config.model.ranking_lexical)
+    if config.training.item_source == "tfds":
+        dataset, train_inputs = streamed_run_dataset(
+            config, prepared, encoders, examples, train_products, train_query_features,
+            batch_size=batch_size, cache_dir=store.cache_dir)
+    else:
+        train_cached = {key: value[train_positions] for key, value in cached.items()}
+        if train_query_features is not None:
+            train_cached["query_features"] = train_query_features
+        train_items = ItemTable.from_products(train_products)
+        dataset = training_dataset(examples, train_items, batch_size=batch_size,
+                                   seed=config.training.seed,
+                                   image_size=config.towers.image.image_size,
+                                   cached=train_cached, words=config.model.ranking_lexical)
+        train_inputs = sorted(train_cached)
     steps_per_epoch = len(examples) // batch_size
-    logger.info("training on %d pairs (%d queries, %d products), batch %d, %d steps/epoch, "
-                "cached inputs: %s", len(examples), len(examples.query_texts), len(train_products),
-                batch_size, steps_per_epoch, ", ".join(sorted(train_cached)) or "none")
+    logger.info("training on %d pairs (%d queries, %d products, items from %s), batch %d, "
+                "%d steps/epoch, cached inputs: %s", len(examples), len(examples.query_texts),
+                len(train_products), config.training.item_source, batch_size, steps_per_epoch,
+                ", ".join(train_inputs) or "none")
 
     dims = encoder_dims(encoders, config.towers.image.image_size)  # eager: outside the scope
     with strategy.scope():
