@@ -86,7 +86,8 @@ def _validation_scorer(prepared: PreparedData, queries: list, item_features: dic
     """Returns (score_fn, grades) for the validation split: retrieval scores of the model."""
     val_ids = set(prepared.splits["validation"])
     positions = np.array([i for i, pid in enumerate(items.product_ids) if pid in val_ids], np.int64)
-    products = [prepared.catalog.products[i] for i in positions]
+    by_id = {product.product_id: product for product in prepared.catalog.products}
+    products = [by_id[items.product_ids[i]] for i in positions]
     grades = grade_matrix(queries, products, config.data.attributes)
     item_batch = _item_batch(items, positions, item_features, config.towers.image.image_size)
     query_batch = {"query_features": query_features} if query_features is not None else \
@@ -155,9 +156,14 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     strategy = make_strategy(config.training.strategy)
     prepared = prepare_data(config, progress=chief)
     products = prepared.catalog.products
-    items = ItemTable.from_products(products)
     train_ids = set(prepared.splits["train"])
     train_positions = [i for i, p in enumerate(products) if p.product_id in train_ids]
+    streamed = config.training.item_source == "tfds"
+    # Items whose features this process holds: every product for the in-memory input, only the
+    # validation split's (scored each epoch) when the training items stream from TFDS shards.
+    validation_ids = set(prepared.splits["validation"])
+    items = ItemTable.from_products(
+        [p for p in products if p.product_id in validation_ids] if streamed else products)
 
     with strategy.scope():
         encoders = build_encoders(config)
@@ -171,7 +177,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
                               seed=config.training.seed, attribute_ids=attribute_ids)
     train_query_features = store.query_features(examples.query_texts, "train_queries")
     batch_size = min(config.training.batch_size, len(examples))
-    if config.training.item_source == "tfds":
+    if streamed:
         dataset, train_inputs = streamed_run_dataset(
             config, prepared, encoders, examples, train_products, train_query_features,
             batch_size=batch_size, cache_dir=store.cache_dir)
