@@ -1,5 +1,5 @@
-"""tf.data pipelines: shapes, dtypes, pixel values, missing images, seeded shuffling, batching,
-the TFDS-backed pipeline agreeing with the file pipeline, and query/item pair joins."""
+"""The TFDS split pipeline (shapes, dtypes, pixel values, missing images, seeded shuffling,
+batching) and in-graph image decoding (letterboxing, PNG, empty bytes)."""
 
 import csv
 from pathlib import Path
@@ -9,17 +9,16 @@ import pytest
 from PIL import Image
 
 tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow_datasets")
 
-from tfmmsearch.data.pipeline import (  # noqa: E402
-    catalog_dataset,
-    decode_image,
-    query_item_pairs_dataset,
-    tfds_split_dataset,
-)
-from tfmmsearch.data.schema import Catalog, CatalogError, Product  # noqa: E402
+from tfmmsearch.data.pipeline import decode_image, read_image, tfds_split_dataset  # noqa: E402
+from tfmmsearch.data.schema import Catalog, Product  # noqa: E402
+from tfmmsearch.data.tfds_catalog import prepare_catalog_dataset  # noqa: E402
 
 SIZE = 8
 NO_IMAGE = {2, 9}
+# The prepared split's order (not catalog order), so reading it back in order is checked.
+ORDER = ["p4", "p2", "p0", "p9", "p1", "p6", "p3", "p8", "p5", "p7"]
 
 
 def colour_of(number: int) -> tuple[int, int, int]:
@@ -49,9 +48,18 @@ def write_catalog(root: Path, count: int = 10) -> Catalog:
                                                            "image"])
 
 
-@pytest.fixture
-def catalog(tmp_path) -> Catalog:
-    return write_catalog(tmp_path / "catalog")
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> tuple[Catalog, Path]:
+    """The catalog and a data_dir holding it as one TFDS split, "train", in ORDER."""
+    root = tmp_path_factory.mktemp("pipeline")
+    catalog = write_catalog(root / "catalog")
+    prepare_catalog_dataset(catalog, {"train": ORDER}, root / "tfds",
+                            attribute_columns=["usage"])
+    return catalog, root / "tfds"
+
+
+def _dataset(prepared, **options):
+    return tfds_split_dataset(prepared[1], "train", image_size=SIZE, **options)
 
 
 def _ids(dataset) -> list[str]:
@@ -67,21 +75,25 @@ def _number(product_id: bytes) -> int:
     return int(product_id.decode()[1:])
 
 
-def test_batches_have_the_documented_shapes_and_dtypes(catalog):
-    batch = next(iter(catalog_dataset(catalog, image_size=SIZE, batch_size=4,
-                                      attribute_columns=["usage"])))
+def test_batches_have_the_documented_shapes_and_dtypes_in_split_order(prepared):
+    batch = next(iter(_dataset(prepared, batch_size=4)))
     assert set(batch) == {"product_id", "title", "image", "has_image", "usage"}
     assert batch["image"].shape == (4, SIZE, SIZE, 3) and batch["image"].dtype == tf.float32
     assert batch["product_id"].shape == (4,) and batch["product_id"].dtype == tf.string
     assert batch["title"].dtype == tf.string and batch["usage"].dtype == tf.string
     assert batch["has_image"].shape == (4,) and batch["has_image"].dtype == tf.bool
-    assert [t.decode() for t in batch["title"].numpy()] == [f"title {n}" for n in range(4)]
-    assert [u.decode() for u in batch["usage"].numpy()] == ["casual", "sports"] * 2
+    numbers = [int(pid[1:]) for pid in ORDER[:4]]
+    assert [t.decode() for t in batch["title"].numpy()] == [f"title {n}" for n in numbers]
+    assert [u.decode() for u in batch["usage"].numpy()] == [
+        "sports" if n % 2 else "casual" for n in numbers]
+    assert _ids(_dataset(prepared, batch_size=3)) == ORDER
 
 
-def test_pixels_are_the_item_colour_in_unit_range_and_missing_images_are_zero(catalog):
+def test_pixels_are_the_item_colour_in_unit_range_and_missing_images_are_zero(prepared):
+    catalog, _ = prepared
+    paths = {p.product_id: p.image_path for p in catalog.products}
     checked = set()
-    for batch in catalog_dataset(catalog, image_size=SIZE, batch_size=3):
+    for batch in _dataset(prepared, batch_size=3):
         images = batch["image"].numpy()
         assert images.min() >= 0.0 and images.max() <= 1.0
         for product_id, image, has_image in zip(batch["product_id"].numpy(), images,
@@ -89,12 +101,15 @@ def test_pixels_are_the_item_colour_in_unit_range_and_missing_images_are_zero(ca
             number = _number(product_id)
             if number in NO_IMAGE:
                 assert not has_image
-                assert not image.any()
+                assert not image.any()  # zeros, not the stored black placeholder's pixels
             else:
                 assert has_image
                 expected = np.array(colour_of(number), np.float32) / 255.0
                 np.testing.assert_allclose(_centre(image), np.broadcast_to(expected, (4, 4, 3)),
                                            atol=0.03)
+                # The stored bytes decode exactly as the catalog's own file does.
+                from_file = read_image(tf.constant(str(paths[product_id.decode()])), SIZE)
+                np.testing.assert_allclose(image, from_file.numpy(), atol=1e-6)
             checked.add(number)
     assert checked == set(range(10))
 
@@ -105,98 +120,30 @@ def test_decode_image_of_empty_bytes_is_zeros_and_works_on_png():
     np.testing.assert_allclose(decode_image(tf.constant(png), 4).numpy(), 1.0, atol=1e-6)
 
 
-def test_product_ids_select_and_order_the_items(catalog):
-    wanted = ["p7", "p2", "p0"]
-    dataset = catalog_dataset(catalog, image_size=SIZE, batch_size=2, product_ids=wanted)
-    assert _ids(dataset) == wanted
-    with pytest.raises(CatalogError, match="'p42'"):
-        catalog_dataset(catalog, image_size=SIZE, batch_size=2, product_ids=["p42"])
-
-
-def test_shuffling_is_repeatable_with_a_seed_and_differs_across_seeds(catalog):
+def test_shuffling_is_repeatable_with_a_seed_and_differs_across_seeds(prepared):
     def two_epochs(seed):
-        dataset = catalog_dataset(catalog, image_size=SIZE, batch_size=4, shuffle=True,
-                                  seed=seed)
+        dataset = _dataset(prepared, batch_size=4, shuffle=True, seed=seed)
         return _ids(dataset), _ids(dataset)
 
     first_run, second_run = two_epochs(7), two_epochs(7)
     assert first_run == second_run
     epoch_one, epoch_two = first_run
-    assert sorted(epoch_one) == sorted(epoch_two) == sorted(f"p{n}" for n in range(10))
+    assert sorted(epoch_one) == sorted(epoch_two) == sorted(ORDER)
     assert epoch_one != epoch_two  # reshuffled each epoch, reproducibly
     assert two_epochs(8)[0] != epoch_one
-    assert epoch_one != [f"p{n}" for n in range(10)]
+    assert epoch_one != ORDER
 
 
-def test_drop_remainder_controls_the_last_batch(catalog):
-    kept = [len(b["product_id"]) for b in catalog_dataset(catalog, image_size=SIZE,
-                                                          batch_size=4)]
-    dropped = [len(b["product_id"]) for b in catalog_dataset(catalog, image_size=SIZE,
-                                                             batch_size=4,
-                                                             drop_remainder=True)]
+def test_drop_remainder_controls_the_last_batch(prepared):
+    kept = [len(b["product_id"]) for b in _dataset(prepared, batch_size=4)]
+    dropped = [len(b["product_id"]) for b in _dataset(prepared, batch_size=4,
+                                                      drop_remainder=True)]
     assert kept == [4, 4, 2]
     assert dropped == [4, 4]
-    static = catalog_dataset(catalog, image_size=SIZE, batch_size=4, drop_remainder=True)
+    static = _dataset(prepared, batch_size=4, drop_remainder=True)
     assert static.element_spec["image"].shape.as_list() == [4, SIZE, SIZE, 3]
-
-
-def test_missing_image_file_fails_before_iteration_naming_the_row(catalog):
-    (catalog.root / "images" / "5.jpg").unlink()
-    with pytest.raises(CatalogError, match=r"products\.csv, row 6, field 'image'"):
-        catalog_dataset(catalog, image_size=SIZE, batch_size=2)
-
-
-def test_tfds_split_pipeline_matches_the_file_pipeline(catalog, tmp_path):
-    from tfmmsearch.data.tfds_catalog import prepare_catalog_dataset
-
-    splits = {"train": ["p4", "p2", "p0", "p9", "p1", "p6"], "test": ["p3", "p5"]}
-    prepare_catalog_dataset(catalog, splits, tmp_path / "tfds", attribute_columns=["usage"])
-    from_tfds = list(tfds_split_dataset(tmp_path / "tfds", "train", image_size=SIZE,
-                                        batch_size=4))
-    from_files = list(catalog_dataset(catalog, image_size=SIZE, batch_size=4,
-                                      product_ids=splits["train"], attribute_columns=["usage"]))
-    assert [len(b["product_id"]) for b in from_tfds] == [4, 2]
-    for tfds_batch, file_batch in zip(from_tfds, from_files):
-        assert set(tfds_batch) == set(file_batch)
-        for name in ("product_id", "title", "has_image", "usage"):
-            assert tfds_batch[name].numpy().tolist() == file_batch[name].numpy().tolist()
-        np.testing.assert_allclose(tfds_batch["image"].numpy(), file_batch["image"].numpy(),
-                                   atol=1e-6)
-    assert not from_tfds[0]["image"][1].numpy().any()  # p2 has no image: zeros, not placeholder
-
-    def order(seed):
-        dataset = tfds_split_dataset(tmp_path / "tfds", "train", image_size=SIZE, batch_size=6,
-                                     shuffle=True, seed=seed, drop_remainder=True)
-        return _ids(dataset)
-
-    assert order(3) == order(3)
-    assert sorted(order(3)) == sorted(splits["train"])
-    assert order(4) != order(3)
-
-
-def test_pairs_join_each_query_with_its_product(catalog):
-    pairs = [(f"query about {n}", f"p{n}") for n in (5, 2, 5, 8, 0, 9, 3)]
-    dataset = query_item_pairs_dataset(pairs, catalog, image_size=SIZE, batch_size=3,
-                                       attribute_columns=["usage"], shuffle=True, seed=1)
-    joined = []
-    for batch in dataset:
-        assert set(batch) == {"query", "item"}
-        item = batch["item"]
-        assert item["image"].shape[1:] == (SIZE, SIZE, 3)
-        for index, query in enumerate(batch["query"].numpy()):
-            number = int(query.decode().rsplit(" ", 1)[1])
-            assert item["product_id"][index].numpy().decode() == f"p{number}"
-            assert item["title"][index].numpy().decode() == f"title {number}"
-            assert bool(item["has_image"][index]) == (number not in NO_IMAGE)
-            pixels = item["image"][index].numpy()
-            expected = (np.zeros(3) if number in NO_IMAGE
-                        else np.array(colour_of(number), np.float32) / 255.0)
-            np.testing.assert_allclose(_centre(pixels).mean(axis=(0, 1)), expected, atol=0.03)
-            joined.append(query.decode())
-    assert sorted(joined) == sorted(query for query, _ in pairs)
-    with pytest.raises(CatalogError, match=r"pair 1 .*'p77'"):
-        query_item_pairs_dataset([("a", "p1"), ("b", "p77")], catalog, image_size=SIZE,
-                                 batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        _dataset(prepared, batch_size=0)
 
 
 def test_decode_image_letterboxes_on_white_keeping_the_aspect_ratio():

@@ -1,28 +1,28 @@
-"""tf.data pipelines that turn catalog items into batched model inputs.
+"""In-graph image decoding, and the tf.data pipeline over a prepared TFDS split.
 
-Every pipeline yields the same item structure, whatever it reads from (the catalog's files or
-a prepared TFDS split), so one item tower serves both:
+`decode_image` (and its wrappers `decode_images`, `read_image`, `stored_image`) is the one
+decoder of product images: training, the feature caches, evaluation and the exported serving
+graph all call it, so a photo becomes the same pixels everywhere (`IMAGE_DECODING` names that
+decoding for the caches). It handles JPEG, PNG, GIF, BMP and still WEBP (`tf.io.decode_image`),
+letterboxes on white and resizes in the graph, so the work runs in tf.data's parallel map and
+exports into serving signatures as is; the catalog validator accepts exactly the files it
+handles (`schema.graph_image_problem`). An item without an image gets an all-zero image and
+`has_image=False`; the fusion layer masks that modality out.
+
+`tfds_split_dataset` batches a split prepared by `tfds_catalog.prepare_catalog_dataset` into
 
     {"product_id": string [B], "title": string [B], "image": float32 [B, S, S, 3] in [0, 1],
      "has_image": bool [B], <attribute column>: string [B], ...}
 
-Image decoding (JPEG, PNG, GIF, BMP, still WEBP: `tf.io.decode_image`) and resizing happen in
-the graph, so the work runs in tf.data's parallel map and can be exported into serving
-signatures as is; the catalog validator accepts exactly the files this decoder handles
-(`schema.graph_image_problem`).
-An item without an image gets an all-zero image and `has_image=False`; the fusion layer masks
-that modality out.
-
-Shuffling is seeded: with `seed` set, two pipelines built the same way produce the same order,
-epoch after epoch (`reshuffle_each_iteration=True` draws a new order per epoch from the seed),
-and a different seed gives a different order. Shuffling happens before images are read, on
-file paths or indices, so a full-catalog shuffle buffer costs little memory.
+Its shuffling is seeded: with `seed` set, two pipelines built the same way produce the same
+order, epoch after epoch (`reshuffle_each_iteration=True` draws a new order per epoch from the
+seed), and a different seed gives a different order. Shuffling happens before images are
+decoded, on the stored bytes, so a full-split shuffle buffer holds JPEGs, not pixel arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
 import tensorflow as tf
 
@@ -34,10 +34,6 @@ from tfmmsearch.data.schema import (
     WEBP_ANIMATION_FLAG,
     WEBP_EXTENDED,
     WEBP_FLAGS_OFFSET,
-    Catalog,
-    CatalogError,
-    Product,
-    products_by_id,
 )
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -162,113 +158,7 @@ def read_image(image_path: tf.Tensor, image_size: int) -> tf.Tensor:
     return decode_image(image_bytes, image_size, position=image_path)
 
 
-# --------------------------------------------------------------------------- item tables
-
-
-def _products_of(catalog: Catalog | Sequence[Product]) -> tuple[list[Product], Path | None,
-                                                              Path | None]:
-    if isinstance(catalog, Catalog):
-        return list(catalog.products), Path(catalog.root), Path(catalog.source)
-    return list(catalog), None, None
-
-
-def item_columns(catalog: Catalog | Sequence[Product], product_ids: Sequence[str] | None = None,
-                 attribute_columns: Sequence[str] = ()) -> dict[str, list]:
-    """Column lists (product_id, title, image_path, has_image, attributes) for tf.data.
-
-    `product_ids` selects and orders the items (e.g. one split); None keeps catalog order.
-    Image paths are checked here, so a missing file fails now, naming its row, rather than
-    mid-epoch inside TensorFlow.
-    """
-    products, root, source = _products_of(catalog)
-    by_id = products_by_id(products, source)
-    if product_ids is None:
-        selected = products
-    else:
-        selected = []
-        for product_id in product_ids:
-            if product_id not in by_id:
-                raise CatalogError(f"product_id {product_id!r} is not in the catalog",
-                                   file=source, field="product_id", reason="unknown_id")
-            selected.append(by_id[product_id])
-    columns: dict[str, list] = {"product_id": [], "title": [], "image_path": [], "has_image": []}
-    for column in attribute_columns:
-        if column in columns:
-            raise ValueError(f"attribute column {column!r} clashes with an item feature name")
-        columns[column] = []
-    for product in selected:
-        path = ""
-        if product.image_path is not None:
-            image_path = Path(product.image_path)
-            if root is not None and not image_path.is_absolute():
-                image_path = root / image_path
-            if not image_path.is_file():
-                raise CatalogError(f"image file not found: {image_path}", file=source,
-                                   row=product.row or None, field="image", reason="missing_image")
-            path = str(image_path)
-        columns["product_id"].append(product.product_id)
-        columns["title"].append(product.title)
-        columns["image_path"].append(path)
-        columns["has_image"].append(product.image_path is not None)
-        for column in attribute_columns:
-            columns[column].append(product.attributes.get(column, ""))
-    return columns
-
-
-def _column_tensors(columns: Mapping[str, list]) -> dict[str, tf.Tensor]:
-    tensors = {}
-    for name, values in columns.items():
-        dtype = tf.bool if name == "has_image" else tf.string
-        tensors[name] = tf.constant(values, dtype=dtype, shape=[len(values)])
-    return tensors
-
-
-def _load_item(row: Mapping[str, tf.Tensor], image_size: int) -> dict[str, tf.Tensor]:
-    """One item-table row (with an image path) -> the item dict with its decoded image."""
-    item = {name: value for name, value in row.items() if name != "image_path"}
-    item["image"] = read_image(row["image_path"], image_size)
-    return item
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def _shuffled(dataset: tf.data.Dataset, shuffle: bool, seed: int | None,
-              buffer_size: int) -> tf.data.Dataset:
-    if not shuffle:
-        return dataset
-    return dataset.shuffle(max(1, buffer_size), seed=seed, reshuffle_each_iteration=True)
-
-
-def _finished(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
-
-
-def _map(dataset: tf.data.Dataset, function) -> tf.data.Dataset:
-    return dataset.map(function, num_parallel_calls=AUTOTUNE, deterministic=True)
-
-
-# --------------------------------------------------------------------------- pipelines
-
-
-def catalog_dataset(catalog: Catalog | Sequence[Product], *, image_size: int, batch_size: int,
-                    product_ids: Sequence[str] | None = None,
-                    attribute_columns: Sequence[str] = (), shuffle: bool = False,
-                    seed: int | None = None, shuffle_buffer: int | None = None,
-                    drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batched items read straight from the catalog's image files.
-
-    `product_ids` restricts (and orders) the items, e.g. to one split. `shuffle_buffer`
-    defaults to the number of items (a full shuffle of paths, not of decoded images).
-    """
-    columns = item_columns(catalog, product_ids, attribute_columns)
-    count = len(columns["product_id"])
-    dataset = tf.data.Dataset.from_tensor_slices(_column_tensors(columns))
-    dataset = _shuffled(dataset, shuffle, seed, shuffle_buffer or count)
-    dataset = _map(dataset, lambda row: _load_item(row, image_size))
-    return _finished(dataset, batch_size, drop_remainder)
+# --------------------------------------------------------------------------- TFDS split pipeline
 
 
 def tfds_split_dataset(source, split: str, *, image_size: int, batch_size: int,
@@ -277,66 +167,26 @@ def tfds_split_dataset(source, split: str, *, image_size: int, batch_size: int,
                        drop_remainder: bool = False) -> tf.data.Dataset:
     """Batched items from a split prepared by `tfds_catalog.prepare_catalog_dataset`.
 
-    `source` is the builder or its data_dir. The stored JPEG bytes are decoded by the same
-    in-graph function as the file pipeline, and placeholder images of items without one
-    become zeros. `shuffle_buffer` defaults to the split size.
+    `source` is the builder or its data_dir. The stored JPEG bytes are decoded by
+    `stored_image` (the decoder every other image path uses), and placeholder images of items
+    without one become zeros. `shuffle_buffer` defaults to the split size.
     """
-    # Imported here: tensorflow_datasets takes seconds to import, and the file pipeline
-    # should not pay for it.
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    # Imported here: tensorflow_datasets takes seconds to import, and users of the image
+    # decoding alone should not pay for it.
     from tfmmsearch.data.tfds_catalog import load_catalog_split, open_catalog_dataset, split_size
 
     builder = open_catalog_dataset(source)
     dataset = load_catalog_split(builder, split, decode_image=False)
-    count = split_size(builder, split)
-    dataset = _shuffled(dataset, shuffle, seed, shuffle_buffer or count)
+    if shuffle:
+        buffer_size = max(1, shuffle_buffer or split_size(builder, split))
+        dataset = dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
 
     def to_item(example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         item = dict(example)
         item["image"] = stored_image(example["image"], example["has_image"], image_size)
         return item
 
-    dataset = _map(dataset, to_item)
-    return _finished(dataset, batch_size, drop_remainder)
-
-
-def query_item_pairs_dataset(pairs: Sequence[tuple[str, str]],
-                             catalog: Catalog | Sequence[Product], *, image_size: int,
-                             batch_size: int, attribute_columns: Sequence[str] = (),
-                             shuffle: bool = True, seed: int | None = None,
-                             shuffle_buffer: int | None = None,
-                             drop_remainder: bool = False) -> tf.data.Dataset:
-    """Training pairs: each (query_text, product_id) joined with that product's item features.
-
-    Elements are `{"query": string [B], "item": <item dict>}`, the item dict being the same
-    structure the catalog pipelines yield. Product ids are resolved to row indices once, in
-    Python (an unknown id fails naming the pair), and the item columns are gathered by index
-    in the graph, so each image is read only when its pair is drawn.
-    """
-    pairs = list(pairs)
-    if not pairs:
-        raise ValueError("no (query, product_id) pairs given")
-    columns = item_columns(catalog, None, attribute_columns)
-    index_of = {product_id: index for index, product_id in enumerate(columns["product_id"])}
-    _, _, source = _products_of(catalog)
-    queries, indices = [], []
-    for number, pair in enumerate(pairs):
-        if len(pair) != 2:
-            raise ValueError(f"pair {number}: expected (query_text, product_id), got {pair!r}")
-        query, product_id = pair
-        if product_id not in index_of:
-            raise CatalogError(f"pair {number} (query {query!r}) names product_id "
-                               f"{product_id!r}, which is not in the catalog", file=source,
-                               field="product_id", reason="unknown_id")
-        queries.append(query)
-        indices.append(index_of[product_id])
-    table = _column_tensors(columns)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        {"query": tf.constant(queries, tf.string), "item_index": tf.constant(indices, tf.int64)})
-    dataset = _shuffled(dataset, shuffle, seed, shuffle_buffer or len(pairs))
-
-    def to_pair(element: Mapping[str, tf.Tensor]) -> dict:
-        row = {name: tf.gather(values, element["item_index"]) for name, values in table.items()}
-        return {"query": element["query"], "item": _load_item(row, image_size)}
-
-    dataset = _map(dataset, to_pair)
-    return _finished(dataset, batch_size, drop_remainder)
+    dataset = dataset.map(to_item, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)

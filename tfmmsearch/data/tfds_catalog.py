@@ -10,11 +10,13 @@ Features of every example:
 - `image`: `tfds.features.Image`, JPEG-encoded, 3 channels. With `image_size=None` the
   catalog's own JPEG bytes are stored unchanged (other formats and modes are re-encoded as RGB
   JPEG) and the shape is `(None, None, 3)`; with `image_size=S` every image is resized to
-  `S x S` (stretched, like `tf.image.resize` in `pipeline.py`) and the shape is `(S, S, 3)`.
+  `S x S` (stretched, so `pipeline.decode_image`'s letterboxing then has nothing to pad) and
+  the shape is `(S, S, 3)`.
 - `has_image`: bool. An item without an image is legal, and a TFDS feature cannot be absent,
   so such items store a black placeholder JPEG (1 x 1, or S x S with a fixed size) and
-  `has_image=False`. Readers must look at `has_image`, never at the pixels: the pipelines in
-  `pipeline.py` turn those images into zeros.
+  `has_image=False`. Readers must look at `has_image`, never at the pixels:
+  `pipeline.stored_image` (used by `pipeline.tfds_split_dataset` and the streaming training
+  input) turns those images into zeros.
 - one Text feature per declared attribute column (missing attribute values are "").
 
 Constructor arguments: `tfds.core.DatasetBuilder.__init__` (tensorflow_datasets 4.9.10) only
@@ -341,8 +343,3 @@ def split_size(source: str | Path | tfds.core.DatasetBuilder, split: str) -> int
         return 0
     raise KeyError(f"split {split!r} is not in {builder.data_dir}")
 
-
-def attribute_columns_of(source: str | Path | tfds.core.DatasetBuilder) -> tuple[str, ...]:
-    """The attribute features a prepared catalog carries (its features beyond the core four)."""
-    features = open_catalog_dataset(source).info.features
-    return tuple(name for name in features.keys() if name not in CORE_FEATURES)
