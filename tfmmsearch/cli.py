@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train the multimodal model (rerun the same command to resume)",
         description="Trains retrieval + alignment + ranking into RUN_DIR: checkpoints, TensorBoard "
                     "logs, metrics.json. After a crash, rerunning the same command resumes from "
-                    "RUN_DIR/backup.")
+                    "RUN_DIR/backup (at the epoch and step it reached). A rerun with a different "
+                    "config is refused, naming the changed keys; a finished run is left as it is.")
     _add_config_args(train, DEFAULT_CONFIG)
     train.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
     train.set_defaults(handler=_cmd_train)
