@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmmsearch.contract import has_text
 from tfmmsearch.model.feature_cache import encode_texts
 
 
@@ -31,14 +32,14 @@ class ZeroShotTextSystem:
         self._titles: dict[str, np.ndarray] = {}
 
     def embed_titles(self, titles: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in titles if t.strip() and t not in self._titles))
+        missing = list(dict.fromkeys(t for t in titles if has_text(t) and t not in self._titles))
         if missing:
             vectors = _normalised(encode_texts(self.title_encoder, missing, self.batch_size,
                                                desc=f"{self.name}: titles"))
             self._titles.update(zip(missing, vectors))
         width = next(iter(self._titles.values())).shape[0] if self._titles else 1
         empty = np.zeros(width, np.float32)
-        return np.stack([self._titles.get(t, empty) if t.strip() else empty for t in titles]) \
+        return np.stack([self._titles.get(t, empty) if has_text(t) else empty for t in titles]) \
             if titles else np.zeros((0, width), np.float32)
 
     def embed_queries(self, query_texts: list[str]) -> np.ndarray:
@@ -49,6 +50,6 @@ class ZeroShotTextSystem:
 
     def score(self, query_texts, titles, image_paths, item_mode: str) -> np.ndarray:
         titles = list(titles)
-        if not query_texts or not any(t.strip() for t in titles):
+        if not query_texts or not any(has_text(t) for t in titles):
             return np.zeros((len(query_texts), len(titles)), np.float32)
         return self.embed_queries(list(query_texts)) @ self.embed_titles(titles).T
