@@ -38,6 +38,7 @@ import io
 import json
 import re
 import shutil
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -289,6 +290,8 @@ def prepare_catalog_dataset(catalog: Catalog | Sequence[Product],
     builder = CatalogDataset(data_dir=str(data_dir), products=products, splits=splits,
                              attribute_columns=attribute_columns, image_size=image_size,
                              source=source, fingerprint=fingerprint)
+    if not sys.stderr.isatty():  # TFDS's own tqdm bars would flood a log file with redraws
+        tfds.disable_progress_bar()
     builder.download_and_prepare(
         download_dir=str(Path(data_dir) / "downloads"),
         download_config=tfds.download.DownloadConfig(
