@@ -98,6 +98,13 @@ def _safe_gather(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return tf.gather(padded, tf.minimum(positions, tf.shape(values)[0]))
 
 
+def _checked_first(check, *tensors):
+    """`tensors`, usable only after `check` ran: an input check must fail with its own message
+    before a kernel downstream fails with a shape error of its own."""
+    with tf.control_dependencies([check]):
+        return tuple(tf.identity(tensor) for tensor in tensors)
+
+
 @dataclass
 class _Untracked:
     """Holds the Keras model without making it part of the SavedModel's object graph: the
@@ -133,10 +140,10 @@ class SearchModule(tf.Module):
 
     def _item_outputs(self, title, image):
         """Item-tower outputs of raw (title, image bytes); a batch of 0 gives empty outputs."""
-        tf.debugging.assert_equal(
+        title, image = _checked_first(tf.debugging.assert_equal(
             tf.size(title), tf.size(image),
             message="title and image must have the same batch size (one of each per item; "
-                    "b'' for an item without an image)")
+                    "b'' for an item without an image)"), title, image)
         dim = self._model.model.config.embedding_dim
 
         def empty():
@@ -206,9 +213,10 @@ class SearchModule(tf.Module):
     @tf.function(input_signature=input_signature("rank"))
     def rank(self, query, product_ids):
         """Ranking-head scores of given indexed products; unknown ids score UNKNOWN_SCORE."""
-        tf.debugging.assert_equal(
+        query, product_ids = _checked_first(tf.debugging.assert_equal(
             tf.shape(query)[0], tf.shape(product_ids)[0],
-            message="rank: query [B] and product_ids [B, N] must have the same batch size B")
+            message="rank: query [B] and product_ids [B, N] must have the same batch size B"),
+            query, product_ids)
         embedding = self._query_embedding(query)
         positions, known = self.index.lookup(product_ids)
         scores = self._head_scores(query, embedding, positions)
