@@ -8,6 +8,7 @@ import pytest
 from tfmmsearch.cli import build_parser, main
 
 COMMANDS = [["demo"], ["train"], ["evaluate"], ["export"], ["index"], ["query"], ["data", "validate"],
+            ["data", "validate-log"],
             ["data", "synthesize"], ["data", "prepare"], ["hub", "list"], ["hub", "build"]]
 
 

@@ -113,6 +113,50 @@ def _cmd_data_validate(args) -> int:
     return 0
 
 
+def _field_mapping(pairs: list[str]) -> dict[str, str]:
+    """`--field LOG_NAME=OUR_NAME` options -> the reader's mapping."""
+    mapping = {}
+    for pair in pairs:
+        theirs, sep, ours = pair.partition("=")
+        if not sep or not theirs.strip() or not ours.strip():
+            raise ValueError(f"--field {pair}: expected LOG_NAME=OUR_NAME, e.g. sid=session_id")
+        mapping[theirs.strip()] = ours.strip()
+    return mapping
+
+
+def _cmd_data_validate_log(args) -> int:
+    from tfmmsearch.data.catalog import read_catalog
+    from tfmmsearch.data.search_log import DEFAULT_SPLIT, read_search_log, split_by_time
+
+    fields = _field_mapping(args.fields)
+    product_ids = None
+    if args.catalog is not None:
+        catalog = read_catalog(args.catalog, on_bad_row=args.on_bad_row, check_images=False)
+        product_ids = [product.product_id for product in catalog.products]
+        print(f"catalog {catalog.source}: {len(product_ids)} product ids")
+    log = read_search_log(args.log, product_ids=product_ids, on_bad_row=args.on_bad_row,
+                          progress=True, fields=fields)
+    print(f"{log.source}: {log.report.summary()}")
+    for example in log.report.examples:
+        print(f"  skipped: {example}")
+    days = log.days()
+    print(f"days covered: {len(days)} ({days[0]} to {days[-1]}, UTC)")
+    split = split_by_time(log)
+    shares = "/".join(f"{100 * f:g}" for f in DEFAULT_SPLIT)
+    print(f"time split {shares} on UTC day boundaries:")
+    for name, sessions in split.splits().items():
+        span = split.days[name]
+        when = f"{len(span)} days, {span[0]} to {span[-1]}" if span else "0 days"
+        print(f"  {name:10s} {len(sessions):7d} sessions ({when})")
+    if split.unseen_query_share is None:
+        print("unseen-query share: n/a (the test split is empty)")
+    else:
+        unseen = round(split.unseen_query_share * len(split.test))
+        print(f"unseen-query share: {split.unseen_query_share:.3f} ({unseen} of {len(split.test)} "
+              "test sessions have a query no training session typed)")
+    return 0
+
+
 def _cmd_data_synthesize(args) -> int:
     from tfmmsearch.data.synthetic import generate_synthetic_catalog
 
@@ -238,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--catalog", type=Path, default=None, help="catalog to print titles from")
     query.set_defaults(handler=_cmd_query)
 
-    data = commands.add_parser("data", help="catalog tools: validate, synthesize, prepare")
+    data = commands.add_parser("data", help="catalog tools: validate, validate-log, synthesize, prepare")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")
     data_commands.required = True
     validate = data_commands.add_parser("validate", help="read and validate a catalog directory")
@@ -246,6 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                           help="stop at the first bad row, or skip and count bad rows")
     validate.set_defaults(handler=_cmd_data_validate)
+    validate_log = data_commands.add_parser(
+        "validate-log", help="read and validate a search log; show its days and its time split",
+        description="Validates a search log (.jsonl, or .csv with space-separated id lists) and "
+                    "prints the read report, the days it covers, the sessions per split of the "
+                    "default 80/10/10 time split (whole UTC days) and the share of test "
+                    "sessions whose query never occurs in training.")
+    validate_log.add_argument("log", type=Path, help="search_log.jsonl or search_log.csv")
+    validate_log.add_argument("--catalog", type=Path, default=None,
+                              help="catalog directory: product ids it lacks are bad sessions "
+                                   "(its images are not decoded; `data validate` checks them)")
+    validate_log.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                              help="stop at the first bad session (and catalog row), or skip and "
+                                   "count them")
+    validate_log.add_argument("--field", dest="fields", action="append", default=[],
+                              metavar="LOG_NAME=OUR_NAME",
+                              help="the log calls one of session_id, timestamp, query, shown, "
+                                   "clicked, purchased otherwise, e.g. --field sid=session_id "
+                                   "(repeatable)")
+    validate_log.set_defaults(handler=_cmd_data_validate_log)
     synth = data_commands.add_parser("synthesize", help="write a synthetic catalog (drawn images, grammar titles)")
     synth.add_argument("out", type=Path, help="output catalog directory")
     synth.add_argument("--num-items", type=int, default=2000)

@@ -91,7 +91,7 @@ def find_catalog_file(root: str | Path) -> Path:
 # --------------------------------------------------------------------------- parsing
 
 
-def _has_undecodable_text(value: str) -> bool:
+def has_undecodable_text(value: str) -> bool:
     """True for text holding bytes that were not UTF-8 (kept as lone surrogates by the reader)."""
     try:
         value.encode("utf-8")
@@ -102,7 +102,7 @@ def _has_undecodable_text(value: str) -> bool:
 
 def _header_problem(columns: list[str]) -> tuple[str, str | None, str] | None:
     """(message, field, reason) for a CSV header no row could be read against, else None."""
-    if any(_has_undecodable_text(name) for name in columns):
+    if any(has_undecodable_text(name) for name in columns):
         return "the header is not valid UTF-8", None, "bad_header"
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
@@ -172,7 +172,7 @@ def _json_value_text(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _json_error_text(error: json.JSONDecodeError) -> str:
+def json_error_text(error: json.JSONDecodeError) -> str:
     """json's message with its column: some messages already end in "at" ("Unterminated string
     starting at"), which must not become "at at"."""
     if error.msg.endswith(" at"):
@@ -203,7 +203,7 @@ def _parse_jsonl(path: Path) -> tuple[list[str], Iterator[_RawRow]]:
                 obj = json.loads(text)
             except json.JSONDecodeError as error:
                 parsed.append(_RawRow(row, line_number, error=CatalogError(
-                    f"is not valid JSON: {_json_error_text(error)} (line {line_number})",
+                    f"is not valid JSON: {json_error_text(error)} (line {line_number})",
                     file=path, row=row, reason=INVALID_JSON)))
                 continue
             if not isinstance(obj, dict):
@@ -285,7 +285,7 @@ class _RowValidator:
             raise raw.error
         values = raw.values
         for name, value in values.items():
-            if _has_undecodable_text(value):
+            if has_undecodable_text(value):
                 raise self._error(raw, "value is not valid UTF-8", name, NON_UTF8)
         for name in REQUIRED_COLUMNS:
             if name not in values:
@@ -333,7 +333,8 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
-def _progress(rows: Iterable[_RawRow], source: Path, enabled: bool) -> Iterable[_RawRow]:
+def progress_over_rows(rows: Iterable, source: Path, enabled: bool) -> Iterable:
+    """`rows` with a progress report over the file's line count (less a CSV header) when enabled."""
     if not enabled:
         return rows
     total = _count_lines(source) - (1 if source.suffix == ".csv" else 0)
@@ -367,16 +368,14 @@ def read_catalog(root: str | Path, on_bad_row: str = "error", check_images: bool
     report = ReadReport(source=str(source))
     products: list[Product] = []
     try:
-        for raw in _progress(rows, source, progress):
+        for raw in progress_over_rows(rows, source, progress):
             report.total_rows += 1
             try:
                 products.append(validator.validate(raw))
             except CatalogError as error:
                 if on_bad_row == "error":
                     raise
-                report.skipped[error.reason] += 1
-                if len(report.examples) < MAX_LOGGED_SKIPS:
-                    report.examples.append(str(error))
+                if report.record_skip(error, MAX_LOGGED_SKIPS):
                     logger.warning("skipped: %s", error)
     finally:
         if hasattr(rows, "close"):

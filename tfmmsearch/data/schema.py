@@ -19,6 +19,8 @@ CATALOG_FILES = ("products.csv", "products.jsonl")
 class CatalogError(ValueError):
     """Bad catalog input. The message names the file, and the row and field where known."""
 
+    ROW_WORD = "row"  # what `row` counts, in the message (a subclass may count lines)
+
     def __init__(self, message: str, *, file: str | Path | None = None, row: int | None = None,
                  field: str | None = None, reason: str = "invalid"):
         self.file = str(file) if file is not None else None
@@ -29,7 +31,7 @@ class CatalogError(ValueError):
         if self.file is not None:
             where.append(self.file)
         if row is not None:
-            where.append(f"row {row}")
+            where.append(f"{self.ROW_WORD} {row}")
         if field is not None:
             where.append(f"field {field!r}")
         prefix = ", ".join(where)
@@ -64,6 +66,15 @@ class ReadReport:
     ok: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)  # the first few skip messages
+
+    def record_skip(self, error: CatalogError, max_examples: int) -> bool:
+        """Counts a skipped row under the error's reason; True when it is kept as an example
+        (the first `max_examples`), so the caller logs only those."""
+        self.skipped[error.reason] += 1
+        if len(self.examples) < max_examples:
+            self.examples.append(str(error))
+            return True
+        return False
 
     @property
     def num_skipped(self) -> int:
