@@ -341,6 +341,30 @@ def progress_over_rows(rows: Iterable, source: Path, enabled: bool) -> Iterable:
     return progress_reporter(rows, total=max(total, 0), desc=f"reading {source.name}", unit="row")
 
 
+def validate_rows(rows: Iterable, validate, source: Path, on_bad_row: str, progress: bool
+                  ) -> tuple[list, ReadReport]:
+    """Runs `validate` over every raw row: its results, and the read report.
+
+    The one bad-row policy of every input file (catalogs, search logs): with "error" the
+    first CatalogError (or subclass) propagates, naming its file/row/field; with "skip" the
+    row is counted under its reason and the first few are logged. The summary is logged too.
+    """
+    report = ReadReport(source=str(source))
+    kept = []
+    for raw in progress_over_rows(rows, source, progress):
+        report.total_rows += 1
+        try:
+            kept.append(validate(raw))
+        except CatalogError as error:
+            if on_bad_row == "error":
+                raise
+            if report.record_skip(error, MAX_LOGGED_SKIPS):
+                logger.warning("skipped: %s", error)
+    report.ok = len(kept)
+    (logger.warning if report.num_skipped else logger.info)("%s: %s", source, report.summary())
+    return kept, report
+
+
 def read_catalog(root: str | Path, on_bad_row: str = "error", check_images: bool = True,
                  progress: bool = False) -> Catalog:
     """Reads and validates the catalog in directory `root`.
@@ -365,27 +389,11 @@ def read_catalog(root: str | Path, on_bad_row: str = "error", check_images: bool
         columns, rows = _parse_jsonl(source)
 
     validator = _RowValidator(root, source, columns, check_images)
-    report = ReadReport(source=str(source))
-    products: list[Product] = []
     try:
-        for raw in progress_over_rows(rows, source, progress):
-            report.total_rows += 1
-            try:
-                products.append(validator.validate(raw))
-            except CatalogError as error:
-                if on_bad_row == "error":
-                    raise
-                if report.record_skip(error, MAX_LOGGED_SKIPS):
-                    logger.warning("skipped: %s", error)
+        products, report = validate_rows(rows, validator.validate, source, on_bad_row, progress)
     finally:
         if hasattr(rows, "close"):
             rows.close()  # the CSV stream holds the file open until it is closed or exhausted
-    report.ok = len(products)
-
-    if report.num_skipped:
-        logger.warning("%s: %s", source, report.summary())
-    else:
-        logger.info("%s: %s", source, report.summary())
     if not products:
         raise CatalogError(f"no usable products ({report.summary()})", file=source,
                            reason="no_products")

@@ -34,13 +34,12 @@ from tfmmsearch.data.catalog import (
     DUPLICATE_ID,
     EMPTY_ID,
     INVALID_JSON,
-    MAX_LOGGED_SKIPS,
     MISSING_FIELD,
     NON_UTF8,
     WRONG_FIELD_COUNT,
     has_undecodable_text,
     json_error_text,
-    progress_over_rows,
+    validate_rows,
 )
 from tfmmsearch.data.schema import CatalogError, ReadReport
 
@@ -315,19 +314,7 @@ def read_search_log(path: str | Path, product_ids: Collection[str] | None = None
         records = _parse_jsonl(path, to_ours)
 
     validator = _SessionValidator(path, names, product_ids)
-    report = ReadReport(source=str(path))
-    sessions: list[Session] = []
-    for raw in progress_over_rows(records, path, progress):
-        report.total_rows += 1
-        try:
-            sessions.append(validator.validate(raw))
-        except SearchLogError as error:
-            if on_bad_row == "error":
-                raise
-            if report.record_skip(error, MAX_LOGGED_SKIPS):
-                logger.warning("skipped: %s", error)
-    report.ok = len(sessions)
-    (logger.warning if report.num_skipped else logger.info)("%s: %s", path, report.summary())
+    sessions, report = validate_rows(records, validator.validate, path, on_bad_row, progress)
     if not sessions:
         raise SearchLogError(f"no usable sessions ({report.summary()})", file=path,
                              reason="no_sessions")
