@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfmmsearch.config import Config, ConfigError, load_config
+from tfmmsearch.config import Config, load_config
 from tfmmsearch.model.encoders import build_image_encoder, build_text_encoder
 from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
 
@@ -52,11 +52,9 @@ def build_encoders(config: Config) -> Encoders:
     cache_dir = towers.hub_cache_dir or None
     text = build_text_encoder(towers.text, cache_dir)
     query_seq = towers.query.seq_length or towers.text.seq_length
+    # (A trainable shared encoder with another query seq_length is refused at config load.)
     if towers.query.share_text_encoder and query_seq == towers.text.seq_length:
         query = text
-    elif towers.query.share_text_encoder and towers.text.trainable != "frozen":
-        raise ConfigError("towers.query.seq_length must equal towers.text.seq_length (or be 0) "
-                          "when the query tower shares a trainable text encoder")
     else:
         query_config = dataclasses.replace(towers.text, seq_length=query_seq)
         query = build_text_encoder(query_config, cache_dir, name="query_encoder",

@@ -41,6 +41,7 @@ from tfmmsearch.model.build import (
     build_model,
     encoder_dims,
 )
+from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.search_model import MultimodalSearchModel
 from tfmmsearch.training.callbacks import (
     EpochHistory,
@@ -53,14 +54,12 @@ from tfmmsearch.training.callbacks import (
 from tfmmsearch.training.datasets import training_dataset
 from tfmmsearch.training.examples import AttributeIds, build_examples
 from tfmmsearch.training.streaming import streamed_run_dataset
-from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.training.strategy import is_chief, make_strategy, task_name
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"  # per-epoch logs, kept across resumes
-
 
 
 @dataclass
