@@ -57,6 +57,15 @@ UNKNOWN_SCORE = -1e30  # `rank` score of a product id the index does not hold (s
 # --------------------------------------------------------------------------- the index
 
 INDEX_FIELDS = ("embedding", "text", "image", "mask", "modality_weights")  # per item, float32
+
+
+def index_field_widths(embedding_dim: int) -> dict[str, int]:
+    """Width of each INDEX_FIELDS row: vectors are embedding_dim wide, mask and weights one
+    column per modality."""
+    return {"embedding": embedding_dim, "text": embedding_dim, "image": embedding_dim,
+            "mask": len(MODALITIES), "modality_weights": len(MODALITIES)}
+
+
 LEXICAL_FIELD = "title_words"  # int64 hashed title words, only for a lexical ranking head
 
 # --------------------------------------------------------------------------- signatures

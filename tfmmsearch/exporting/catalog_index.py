@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.config import Config
-from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, MODALITIES
+from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, index_field_widths
 from tfmmsearch.data.schema import Product
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.lexical import MAX_TITLE_WORDS, word_ids
@@ -71,8 +71,8 @@ def model_index_arrays(model, config: Config, products: list[Product], batch_siz
     start = time.time()
     cached, hit = cached_item_features(model, config, products)
     embed = tf.function(lambda batch: model.embed_items(batch), reduce_retracing=True)
-    outputs = {field: np.zeros((len(products),) + tuple(shape), np.float32)
-               for field, shape in _field_shapes(model).items()}
+    outputs = {field: np.zeros((len(products), width), np.float32)
+               for field, width in index_field_widths(model.config.embedding_dim).items()}
     groups = [np.flatnonzero(hit), np.flatnonzero(~hit)] if cached else [np.arange(len(products))]
     with progress(total=len(products), desc="indexing", unit="item", leave=False,
                   disable=len(products) <= batch_size) as bar:
@@ -104,9 +104,3 @@ def _item_batch(products: list[Product], cached: dict[str, np.ndarray]) -> dict[
         batch["image_bytes"] = tf.constant(
             [Path(p.image_path).read_bytes() if p.image_path else b"" for p in products], tf.string)
     return batch
-
-
-def _field_shapes(model) -> dict[str, tuple[int, ...]]:
-    dim, modalities = model.config.embedding_dim, len(MODALITIES)
-    return {"embedding": (dim,), "text": (dim,), "image": (dim,), "mask": (modalities,),
-            "modality_weights": (modalities,)}

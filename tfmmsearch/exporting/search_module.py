@@ -19,12 +19,12 @@ import tensorflow as tf
 from tfmmsearch.contract import (
     INDEX_FIELDS,
     LEXICAL_FIELD,
-    MODALITIES,
     SIGNATURE_ALIASES,
     SIGNATURE_INPUTS,
     UNKNOWN_SCORE,
     fingerprint,
     has_text_tensor,
+    index_field_widths,
     input_signature,
 )
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
@@ -39,12 +39,13 @@ class ItemIndex(tf.Module):
             return tf.Variable(tf.zeros([0] + shape, dtype), shape=tf.TensorShape([None] + shape),
                                trainable=False, name=label)
 
+        width = index_field_widths(dim)
         self.product_ids = variable([], tf.string, "product_ids")
-        self.embeddings = variable([dim], tf.float32, "embeddings")
-        self.text = variable([dim], tf.float32, "text")
-        self.image = variable([dim], tf.float32, "image")
-        self.mask = variable([len(MODALITIES)], tf.float32, "mask")
-        self.modality_weights = variable([len(MODALITIES)], tf.float32, "modality_weights")
+        self.embeddings = variable([width["embedding"]], tf.float32, "embeddings")
+        self.text = variable([width["text"]], tf.float32, "text")
+        self.image = variable([width["image"]], tf.float32, "image")
+        self.mask = variable([width["mask"]], tf.float32, "mask")
+        self.modality_weights = variable([width["modality_weights"]], tf.float32, "modality_weights")
         self.sorted_fingerprints = variable([], tf.int64, "sorted_fingerprints")
         self.sorted_positions = variable([], tf.int32, "sorted_positions")
         if title_words:  # hashed title words, for a lexical ranking head (model/lexical.py)
@@ -144,16 +145,14 @@ class SearchModule(tf.Module):
             tf.size(title), tf.size(image),
             message="title and image must have the same batch size (one of each per item; "
                     "b'' for an item without an image)"), title, image)
-        dim = self._model.model.config.embedding_dim
+        widths = index_field_widths(self._model.model.config.embedding_dim)
 
         def empty():
-            return {"embedding": tf.zeros([0, dim]), "modality_weights": tf.zeros([0, len(MODALITIES)]),
-                    "text": tf.zeros([0, dim]), "image": tf.zeros([0, dim]),
-                    "mask": tf.zeros([0, len(MODALITIES)])}
+            return {field: tf.zeros([0, widths[field]]) for field in INDEX_FIELDS}
 
         def embedded():
             outputs = self._model.model.embed_items({"title": title, "image_bytes": image})
-            return {key: outputs[key] for key in empty()}
+            return {field: outputs[field] for field in INDEX_FIELDS}
 
         return tf.cond(tf.size(title) > 0, embedded, empty)
 
