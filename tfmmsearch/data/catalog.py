@@ -180,40 +180,44 @@ def json_error_text(error: json.JSONDecodeError) -> str:
     return f"{error.msg} at column {error.colno}"
 
 
-def _parse_jsonl(path: Path) -> tuple[list[str], Iterator[_RawRow]]:
-    """Reads every line once (JSONL has no header, so columns are the keys seen, in order)."""
-    parsed: list[_RawRow] = []
-    columns: dict[str, None] = {}  # an ordered set
-    row = 0
+def json_objects(path: Path) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
+    """The non-blank lines of a JSONL file as (line number, object, problem, reason): the
+    object when the line is a JSON object, else None with what is wrong with it (not UTF-8,
+    not JSON, not an object) and the reason it is counted under. A UTF-8 BOM is ignored.
+    Catalogs and search logs read JSONL through this one reader."""
     with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip():
                 continue
-            row += 1
             try:
-                text = raw.decode("utf-8")
+                obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as error:
-                parsed.append(_RawRow(row, line_number, error=CatalogError(
-                    f"is not valid UTF-8 (byte {error.start}, line {line_number})",
-                    file=path, row=row, reason=NON_UTF8)))
+                yield line_number, None, f"is not valid UTF-8 (byte {error.start})", NON_UTF8
                 continue
-            try:
-                obj = json.loads(text)
             except json.JSONDecodeError as error:
-                parsed.append(_RawRow(row, line_number, error=CatalogError(
-                    f"is not valid JSON: {json_error_text(error)} (line {line_number})",
-                    file=path, row=row, reason=INVALID_JSON)))
+                yield line_number, None, f"is not valid JSON: {json_error_text(error)}", INVALID_JSON
                 continue
             if not isinstance(obj, dict):
-                parsed.append(_RawRow(row, line_number, error=CatalogError(
-                    f"is a JSON {type(obj).__name__}, not an object (line {line_number})",
-                    file=path, row=row, reason=INVALID_JSON)))
+                yield (line_number, None, f"is a JSON {type(obj).__name__}, not an object",
+                       INVALID_JSON)
                 continue
-            values = {str(key).strip(): _json_value_text(value) for key, value in obj.items()}
-            columns.update(dict.fromkeys(values))
-            parsed.append(_RawRow(row, line_number, values=values))
+            yield line_number, obj, None, None
+
+
+def _parse_jsonl(path: Path) -> tuple[list[str], Iterator[_RawRow]]:
+    """Reads every line once (JSONL has no header, so columns are the keys seen, in order)."""
+    parsed: list[_RawRow] = []
+    columns: dict[str, None] = {}  # an ordered set
+    for row, (line_number, obj, problem, reason) in enumerate(json_objects(path), start=1):
+        if obj is None:  # rows count data lines, so the message names the line too
+            parsed.append(_RawRow(row, line_number, error=CatalogError(
+                f"{problem} (line {line_number})", file=path, row=row, reason=reason)))
+            continue
+        values = {str(key).strip(): _json_value_text(value) for key, value in obj.items()}
+        columns.update(dict.fromkeys(values))
+        parsed.append(_RawRow(row, line_number, values=values))
     if not parsed:
         raise CatalogError("the file has no rows", file=path)
     present = set(columns)

@@ -33,12 +33,11 @@ from tfmmsearch.data.catalog import (
     BAD_ROW_POLICIES,
     DUPLICATE_ID,
     EMPTY_ID,
-    INVALID_JSON,
     MISSING_FIELD,
     NON_UTF8,
     WRONG_FIELD_COUNT,
     has_undecodable_text,
-    json_error_text,
+    json_objects,
     validate_rows,
 )
 from tfmmsearch.data.schema import CatalogError, ReadReport
@@ -126,29 +125,11 @@ def _field_names(fields: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _parse_jsonl(path: Path, to_ours: dict[str, str]) -> Iterator[_RawSession]:
-    with path.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                yield _RawSession(line, error=SearchLogError(
-                    f"is not valid UTF-8 (byte {error.start})", file=path, row=line,
-                    reason=NON_UTF8))
-                continue
-            except json.JSONDecodeError as error:
-                yield _RawSession(line, error=SearchLogError(
-                    f"is not valid JSON: {json_error_text(error)}", file=path, row=line,
-                    reason=INVALID_JSON))
-                continue
-            if not isinstance(obj, dict):
-                yield _RawSession(line, error=SearchLogError(
-                    f"is a JSON {type(obj).__name__}, not an object", file=path, row=line,
-                    reason=INVALID_JSON))
-                continue
+    for line, obj, problem, reason in json_objects(path):
+        if obj is None:
+            yield _RawSession(line, error=SearchLogError(problem, file=path, row=line,
+                                                         reason=reason))
+        else:
             yield _RawSession(line, values={to_ours.get(key, key): value
                                             for key, value in obj.items()})
 
