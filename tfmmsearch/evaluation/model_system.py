@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfmmsearch.contract import has_text
 from tfmmsearch.data.pipeline import read_image
+from tfmmsearch.model.feature_cache import inference_call
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
 
@@ -32,8 +33,8 @@ class EncoderMemo:
         self.encoders, self.image_size, self.batch_size = encoders, image_size, batch_size
         self._texts: dict[str, np.ndarray] = {}
         self._images: dict[str, np.ndarray] = {}
-        self._encode_text = tf.function(lambda t: self.encoders.text(t, training=False))
-        self._encode_image = tf.function(lambda i: self.encoders.image(i, training=False))
+        self._encode_text = inference_call(encoders.text)
+        self._encode_image = inference_call(encoders.image)
 
     def texts(self, titles: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in titles if t not in self._texts))

@@ -58,11 +58,17 @@ def _batches(total: int, batch_size: int, desc: str):
                     disable=total <= batch_size)
 
 
+def inference_call(encoder: tf.keras.Model):
+    """The encoder as one traced inference function (training=False): what every batch
+    encoding of a frozen encoder runs."""
+    return tf.function(lambda batch: encoder(batch, training=False))
+
+
 def encode_texts(encoder: tf.keras.Model, texts: list[str], batch_size: int = 256,
                  desc: str = "encoding texts") -> np.ndarray:
     """[N, H] encoder outputs for `texts`, computed in batches."""
     outputs = []
-    call = tf.function(lambda batch: encoder(batch, training=False))
+    call = inference_call(encoder)
     for start in _batches(len(texts), batch_size, desc):
         outputs.append(call(tf.constant(texts[start:start + batch_size])).numpy())
     return np.concatenate(outputs).astype(np.float32)
@@ -74,7 +80,7 @@ def encode_images(encoder: tf.keras.Model, image_paths: list[str], image_size: i
     dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(image_paths, tf.string))
                .map(lambda path: read_image(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    call = tf.function(lambda batch: encoder(batch, training=False))
+    call = inference_call(encoder)
     outputs = []
     with progress(total=len(image_paths), desc=desc, unit="img", leave=False,
                   disable=len(image_paths) <= batch_size) as bar:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfmmsearch.model.feature_cache import FeatureStore, cache_key
+from tfmmsearch.model.feature_cache import FeatureStore, cache_key, inference_call
 from tfmmsearch.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,6 @@ def _record(product_id: str, features: dict[str, np.ndarray]) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _inference(model: tf.keras.Model):
-    return tf.function(lambda batch: model(batch, training=False))
-
-
 def item_feature_shards(store: FeatureStore, source, split: str, *,
                         items_per_shard: int = SHARD_ITEMS,
                         batch_size: int = 64) -> FeatureShards | None:
@@ -142,7 +138,7 @@ def item_feature_shards(store: FeatureStore, source, split: str, *,
     temporary.mkdir(parents=True)
     encoders = {"title_features": (store.encoders.text, "title"),
                 "image_features": (store.encoders.image, "image")}
-    calls = {name: _inference(encoders[name][0]) for name in names}
+    calls = {name: inference_call(encoders[name][0]) for name in names}
     dims: dict[str, int] = {}
     written, writer = 0, None
     try:
