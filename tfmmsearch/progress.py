@@ -105,6 +105,13 @@ class _Silent:
         pass
 
 
+def is_terminal(stream: IO[str] | None = None) -> bool:
+    """Whether `stream` (default stderr) is a terminal: redrawn bars there, plain lines elsewhere."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(callable(isatty) and isatty())
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              unit: str = "it", leave: bool = True, disable: bool = False,
              stream: IO[str] | None = None, every_seconds: float = 5.0,
@@ -119,8 +126,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     if disable:
         return _Silent(iterable)
     stream = sys.stderr if stream is None else stream
-    isatty = getattr(stream, "isatty", None)
-    if callable(isatty) and isatty():
+    if is_terminal(stream):
         from tqdm import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=stream)

@@ -38,7 +38,6 @@ import io
 import json
 import re
 import shutil
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
 from tfmmsearch.data.schema import Catalog, CatalogError, Product, products_by_id
+from tfmmsearch.progress import is_terminal
 
 DATASET_NAME = "catalog_dataset"
 DATASET_VERSION = "1.0.0"
@@ -290,7 +290,7 @@ def prepare_catalog_dataset(catalog: Catalog | Sequence[Product],
     builder = CatalogDataset(data_dir=str(data_dir), products=products, splits=splits,
                              attribute_columns=attribute_columns, image_size=image_size,
                              source=source, fingerprint=fingerprint)
-    if not sys.stderr.isatty():  # TFDS's own tqdm bars would flood a log file with redraws
+    if not is_terminal():  # TFDS's own tqdm bars would flood a log file with redraws
         tfds.disable_progress_bar()
     builder.download_and_prepare(
         download_dir=str(Path(data_dir) / "downloads"),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from tfmmsearch.model.build import (
 )
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.search_model import MultimodalSearchModel
+from tfmmsearch.progress import is_terminal
 from tfmmsearch.training.callbacks import (
     EpochHistory,
     LearningRateLogger,
@@ -232,7 +232,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
                                        update_freq="epoch"),
     ]
     if verbose is None:
-        verbose = 1 if sys.stderr.isatty() else 2
+        verbose = 1 if is_terminal() else 2  # Keras's bar, or one line per epoch
     model.fit(dataset, epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
 
     # The whole run's history, earlier processes' epochs included (a resumed run).
