@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tfmmsearch.contract import DEFAULT_MODEL_NAME
+from tfmmsearch.contract import DEFAULT_MODEL_NAME, SEARCH_LOG_FIELDS
 
 
 class ConfigError(ValueError):
@@ -138,6 +138,80 @@ class SplitsConfig:
 
 
 @dataclass
+class TimeSplitConfig:
+    """Day-level shares of the search log: train on the first days, validate and test on the
+    last ones (no session in two splits)."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("train", "validation", "test"):
+            _check_range(f"data.search_log.time_split.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range("data.search_log.time_split.train", self.train, 0.0, low_open=True,
+                     why="training needs days")
+        total = math.fsum((self.train, self.validation, self.test))
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"data.search_log.time_split: train + validation + test must sum to "
+                              f"1, got {total:g}", "data.search_log.time_split")
+
+
+@dataclass
+class SearchLogConfig:
+    """The shop's search log as training signal (data/search_log.py has the format).
+
+    Purchases and clicks are positives with their weights; each click is also weighted by the
+    inverse of the examination propensity of the rank it was shown at (estimated from the
+    training days, `position_bias: em`), clipped at `max_propensity_weight`. Products shown
+    above a click and skipped are the ranking head's hard negatives (`skipped_as_negatives`).
+    """
+
+    path: str = ""  # .jsonl or .csv; empty: no log (with the synthetic catalog, see below)
+    fields: dict[str, str] = field(default_factory=dict)  # the log's field name -> ours
+    # With the synthetic catalog (data.catalog_dir empty) and no path: simulate a log of this
+    # many sessions over synthetic_days days next to the catalog (0: none).
+    synthetic_sessions: int = 0
+    synthetic_days: int = 30
+    time_split: TimeSplitConfig = field(default_factory=TimeSplitConfig)
+    purchase_weight: float = 3.0
+    click_weight: float = 1.0
+    position_bias: str = "em"  # em | none
+    max_propensity_weight: float = 10.0
+    skipped_as_negatives: bool = True
+
+    def __post_init__(self) -> None:
+        _check_range("data.search_log.synthetic_sessions", self.synthetic_sessions, 0)
+        _check_range("data.search_log.synthetic_days", self.synthetic_days, 1)
+        _check_range("data.search_log.purchase_weight", self.purchase_weight, 0.0)
+        _check_range("data.search_log.click_weight", self.click_weight, 0.0)
+        if self.purchase_weight == 0 and self.click_weight == 0:
+            raise ConfigError("data.search_log: purchase_weight and click_weight are both 0, so "
+                              "the log teaches nothing", "data.search_log.purchase_weight",
+                              ("data.search_log.click_weight",))
+        _check_choice("data.search_log.position_bias", self.position_bias, ("em", "none"))
+        _check_range("data.search_log.max_propensity_weight", self.max_propensity_weight, 1.0,
+                     why="a weight cap below 1 would down-weight the top rank")
+        for theirs, ours in self.fields.items():
+            _check_choice(f"data.search_log.fields.{theirs}", ours, SEARCH_LOG_FIELDS)
+
+
+@dataclass
+class SourcesConfig:
+    """Where training pairs come from and each source's share of the training loss."""
+
+    attributes: float = 1.0  # attribute queries generated from data.attributes columns
+    search_log: float = 0.0  # purchases and clicks of data.search_log's training days
+
+    def __post_init__(self) -> None:
+        for name in ("attributes", "search_log"):
+            _check_range(f"data.sources.{name}", getattr(self, name), 0.0)
+        if self.attributes == 0 and self.search_log == 0:
+            raise ConfigError("data.sources: give attributes or search_log a weight above 0",
+                              "data.sources")
+
+
+@dataclass
 class DataConfig:
     """Where the catalog lives and how its columns are used."""
 
@@ -148,9 +222,18 @@ class DataConfig:
     synthetic: SyntheticCatalogConfig = field(default_factory=SyntheticCatalogConfig)
     queries: QueriesConfig = field(default_factory=QueriesConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
+    search_log: SearchLogConfig = field(default_factory=SearchLogConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
     def __post_init__(self) -> None:
         _check_choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
+        has_log = bool(self.search_log.path) or (not self.catalog_dir
+                                                 and self.search_log.synthetic_sessions > 0)
+        if self.sources.search_log > 0 and not has_log:
+            raise ConfigError("data.sources.search_log > 0 needs a log: set data.search_log.path"
+                              " (or, with the synthetic catalog, data.search_log.synthetic_sessions)",
+                              "data.sources.search_log",
+                              ("data.search_log.path", "data.search_log.synthetic_sessions"))
 
 
 @dataclass

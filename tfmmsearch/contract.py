@@ -18,6 +18,11 @@ from pathlib import Path
 
 MODALITIES = ("text", "image")  # order of modality_weights / mask columns everywhere
 
+# --------------------------------------------------------------------------- search logs
+
+# A search session's fields (data/search_log.py reads them; configs may map a log's own names).
+SEARCH_LOG_FIELDS = ("session_id", "timestamp", "query", "shown", "clicked", "purchased")
+
 # --------------------------------------------------------------------------- the text rule
 
 # A title (or a query) is present when it holds a character other than these (ASCII

@@ -17,7 +17,7 @@ SIZE = 16
 BATCH = 3
 COLOURS = {"Red": (255, 0, 0), "Green": (0, 255, 0), "Blue": (0, 0, 255)}
 COMMON_KEYS = {"product_id", "has_title", "has_image", "item_attributes", "query_attributes",
-               "sampling_probability"}
+               "sampling_probability", "query_id", "sample_weight", "positive_grade"}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,9 @@ def check_common(element_spec, rows, examples, items):
         np.testing.assert_array_equal(row["item_attributes"], examples.item_attributes[product])
         np.testing.assert_array_equal(row["query_attributes"], examples.query_attributes[query])
         assert row["sampling_probability"] == examples.sampling_probability[example]
+        assert row["query_id"] == query
+        assert row["sample_weight"] == examples.weight[example]
+        assert row["positive_grade"] == examples.positive_grade[example]
 
 
 def test_raw_elements_carry_strings_and_decoded_images(catalog):

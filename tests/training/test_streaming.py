@@ -191,7 +191,7 @@ def test_cached_features_stream_from_shards_equal_to_the_in_memory_ones(catalog,
     query_features = np.random.default_rng(0).normal(
         size=(len(catalog.examples.query_texts), 5)).astype(np.float32)
     memory = rows(catalog.memory(cached={**cached, "query_features": query_features}))
-    streamed = rows(catalog.streamed(shards=shards, query_features=query_features))
+    streamed = rows(catalog.streamed(shards=[shards], query_features=query_features))
     assert "image" not in streamed[0] and "title" not in streamed[0]
     assert_same_pairs(memory, streamed, exact=True)
 

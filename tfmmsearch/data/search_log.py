@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from tfmmsearch.contract import has_text
+from tfmmsearch.contract import SEARCH_LOG_FIELDS, has_text
 from tfmmsearch.data.catalog import (
     BAD_ROW_POLICIES,
     DUPLICATE_ID,
@@ -44,7 +44,6 @@ from tfmmsearch.data.schema import CatalogError, ReadReport
 
 logger = logging.getLogger(__name__)
 
-SESSION_FIELDS = ("session_id", "timestamp", "query", "shown", "clicked", "purchased")
 LIST_FIELDS = ("shown", "clicked", "purchased")
 LOG_SUFFIXES = (".jsonl", ".csv")
 
@@ -115,11 +114,11 @@ class _RawSession:
 
 def _field_names(fields: Mapping[str, str] | None) -> dict[str, str]:
     """our name -> the log's name; `fields` maps log names to ours and may rename any subset."""
-    names = {name: name for name in SESSION_FIELDS}
+    names = {name: name for name in SEARCH_LOG_FIELDS}
     for theirs, ours in (fields or {}).items():
-        if ours not in SESSION_FIELDS:
+        if ours not in SEARCH_LOG_FIELDS:
             raise ValueError(f"field mapping {theirs!r} -> {ours!r}: {ours!r} is not one of "
-                             f"{', '.join(SESSION_FIELDS)}")
+                             f"{', '.join(SEARCH_LOG_FIELDS)}")
         names[ours] = theirs
     return names
 
@@ -144,7 +143,7 @@ def _parse_csv(path: Path, to_ours: dict[str, str], names: dict[str, str]) -> It
         except StopIteration:
             raise SearchLogError("the file is empty (no header row)", file=path) from None
         columns = [to_ours.get(name, name) for name in header]
-        missing = [names[name] for name in SESSION_FIELDS if name not in columns]
+        missing = [names[name] for name in SEARCH_LOG_FIELDS if name not in columns]
         if missing:
             raise SearchLogError(f"missing required column(s): {', '.join(missing)} (header has: "
                                  f"{', '.join(header)})", file=path, row=1, field=missing[0],
@@ -220,7 +219,7 @@ class _SessionValidator:
         if raw.error is not None:
             raise raw.error
         values = raw.values
-        for name in SESSION_FIELDS:
+        for name in SEARCH_LOG_FIELDS:
             if name not in values:
                 raise self._error(raw, "required field is missing", name, MISSING_FIELD)
         for name in ("session_id", "query"):

@@ -57,23 +57,33 @@ class GlobalBatchRetrieval(tf.keras.layers.Layer):
         )
 
     def call(self, query_embeddings, candidate_embeddings, candidate_ids, temperature,
-             sampling_probability=None, query_attributes=None, candidate_attributes=None):
-        """Mean loss per global query. With attributes, other grade-2 items are not negatives."""
+             sampling_probability=None, query_attributes=None, candidate_attributes=None,
+             query_ids=None, sample_weight=None):
+        """Mean (weighted) loss per global query. With attributes, other grade-2 items are not
+        negatives; with `query_ids` (the pair's query), nor are other pairs' items of the same
+        query (another product bought for the same search)."""
         if candidate_ids.dtype == tf.string:  # collectives cannot gather strings: fingerprint them
             candidate_ids = tf.strings.to_hash_bucket_fast(candidate_ids, 2**62)
         candidates, ids = gather_from_replicas(candidate_embeddings, candidate_ids)
         probabilities = None
         if self.logq_correction and sampling_probability is not None:
             (probabilities,) = gather_from_replicas(sampling_probability)
-        score_mask = None
+        relevant = None
         if query_attributes is not None and candidate_attributes is not None:
             (all_attributes,) = gather_from_replicas(candidate_attributes)
             relevant = tf.equal(attribute_grades(query_attributes, all_attributes), 2)
+        if query_ids is not None:
+            (all_query_ids,) = gather_from_replicas(query_ids)
+            same_query = tf.equal(query_ids[:, None], all_query_ids[None, :])
+            relevant = same_query if relevant is None else tf.logical_or(relevant, same_query)
+        score_mask = None
+        if relevant is not None:
             own = tf.cast(tf.eye(tf.shape(query_embeddings)[0], tf.shape(candidates)[0]), tf.bool)
             score_mask = tf.logical_or(own, tf.logical_not(relevant))
         loss = self.task(
             query_embeddings / temperature,
             candidates,
+            sample_weight=sample_weight,
             candidate_ids=ids if self.remove_accidental_hits else None,
             candidate_sampling_probability=probabilities,
             score_mask=score_mask,

@@ -170,12 +170,15 @@ class MultimodalSearchModel(tfrs.Model):
         items = self._item_tower(title, image, has["text"], has["image"], training)
         temperature = self.temperature
 
+        sample_weight = features.get("sample_weight")
+
         def retrieval_against(candidates):
             return self.retrieval_task(
                 queries, candidates, features["product_id"], temperature,
                 sampling_probability=features.get("sampling_probability"),
                 query_attributes=features.get("query_attributes"),
-                candidate_attributes=features.get("item_attributes"))
+                candidate_attributes=features.get("item_attributes"),
+                query_ids=features.get("query_id"), sample_weight=sample_weight)
 
         retrieval = retrieval_against(items["embedding"])
         single = {}
@@ -199,16 +202,35 @@ class MultimodalSearchModel(tfrs.Model):
                     self.config.ranking_candidates)
             else:
                 columns = select_candidates(batch, batch, self.config.ranking_candidates)
-            grades = tf.gather(attribute_grades(features["query_attributes"],
-                                                features["item_attributes"]), columns, batch_dims=1)
+            grades = tf.gather(in_batch_grades(features), columns, batch_dims=1)
             candidates = {key: tf.gather(value, columns) for key, value in items.items()
-                          if key in ("embedding", "text", "image", "mask")}
-            coverage = None
+                          if key in RANKED_OUTPUTS}
+            title_words = None
             if self.ranking_head.lexical:
-                coverage = query_coverage(features["query_words"][:, None, :],
-                                          tf.gather(features["title_words"], columns))
+                title_words = tf.gather(features["title_words"], columns)
+            if "has_negative" in features:
+                # Each pair's own hard negative (a product the shopper skipped) joins its list
+                # as one more grade-0 candidate; a pair without one gets a masked-out column.
+                negative = self._item_tower(
+                    *self.item_features(strip_prefix(features, NEGATIVE_PREFIX), training),
+                    features[f"{NEGATIVE_PREFIX}has_title"],
+                    features[f"{NEGATIVE_PREFIX}has_image"], training)
+                candidates = {key: tf.concat([value, negative[key][:, None]], axis=1)
+                              for key, value in candidates.items()}
+                grades = tf.concat([grades, tf.zeros_like(grades[:, :1])], axis=1)
+                if title_words is not None:
+                    title_words = tf.concat(
+                        [title_words, features[f"{NEGATIVE_PREFIX}title_words"][:, None]], axis=1)
+            coverage = None
+            if title_words is not None:
+                coverage = query_coverage(features["query_words"][:, None, :], title_words)
             rank_scores = self.rank(queries[:, None, :], candidates, coverage)
-            ranking = self.ranking_task(labels=gains_as_targets(grades), predictions=rank_scores)
+            if "has_negative" in features:
+                shown = tf.concat([tf.ones_like(rank_scores[:, :-1], tf.bool),
+                                   features["has_negative"][:, None]], axis=1)
+                rank_scores = tf.where(shown, rank_scores, MASKED_SCORE)
+            ranking = self.ranking_task(labels=gains_as_targets(grades), predictions=rank_scores,
+                                        sample_weight=sample_weight)
             ranking = ranking / tf.cast(tf.shape(queries)[0] * _replicas(), ranking.dtype)
 
         mean_weights = tf.reduce_mean(items["modality_weights"], axis=0)
@@ -229,6 +251,28 @@ class MultimodalSearchModel(tfrs.Model):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+
+RANKED_OUTPUTS = ("embedding", "text", "image", "mask")  # item-tower outputs the head reads
+NEGATIVE_PREFIX = "negative_"  # a pair's hard-negative item inputs (training/datasets.py)
+MASKED_SCORE = -1e9  # a ranking candidate that is not there: softmax weight 0
+
+
+def in_batch_grades(features) -> tf.Tensor:
+    """int32 [B, B] grade of every in-batch item for every pair's query: attribute grades
+    (0 for queries naming no attribute), and at least the pair's own `positive_grade` for its
+    own item (a search-log pair's purchase or click)."""
+    grades = attribute_grades(features["query_attributes"], features["item_attributes"])
+    if "positive_grade" not in features:
+        return grades
+    own = tf.linalg.diag(tf.cast(features["positive_grade"], grades.dtype))
+    return tf.maximum(grades, own)
+
+
+def strip_prefix(features, prefix: str) -> dict:
+    """The `prefix`ed entries of a batch under their plain names."""
+    return {key[len(prefix):]: value for key, value in features.items()
+            if key.startswith(prefix)}
 
 
 def item_presence(features, modality: str) -> tf.Tensor:

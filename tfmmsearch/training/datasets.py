@@ -2,7 +2,8 @@
 
 Every element carries exactly the keys `MultimodalSearchModel.compute_loss` reads. Inputs
 come from cached encoder features where the towers are frozen, or raw (query string, title
-string, decoded image) where they train.
+string, decoded image) where they train. Pairs with a hard negative (search-log pairs) also
+carry that product's item inputs under `negative_`-prefixed keys, and `has_negative`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
 from tfmmsearch.training.examples import TrainingExamples
 from tfmmsearch.model.feature_cache import ItemTable
+from tfmmsearch.model.search_model import NEGATIVE_PREFIX
+
+
+def pair_columns(examples: TrainingExamples) -> dict[str, np.ndarray]:
+    """The per-pair arrays a dataset slices (both the in-memory and the streamed input)."""
+    return {"query_index": examples.query_index, "product_index": examples.product_index,
+            "sampling_probability": examples.sampling_probability,
+            "sample_weight": examples.weight, "positive_grade": examples.positive_grade,
+            "negative_index": examples.negative_index}
+
+
+def pair_labels(pair: dict) -> dict:
+    """The loss inputs every element carries from its pair: which query it is (other pairs of
+    the same query are not its negatives), logQ probability, weight and grade."""
+    return {"query_id": pair["query_index"], "sampling_probability": pair["sampling_probability"],
+            "sample_weight": pair["sample_weight"], "positive_grade": pair["positive_grade"]}
 
 
 def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size: int, seed: int,
@@ -45,16 +62,29 @@ def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size
     else:
         table["image_path"] = tf.constant(items.image_paths)
 
-    def to_features(query_index, product_index, probability):
+    negatives = examples.has_negatives
+    negative_table = {key: value for key, value in table.items() if key != "item_attributes"}
+
+    def to_features(pair):
+        product_index = pair["product_index"]
         features = {key: tf.gather(value, product_index) for key, value in table.items()}
-        features.update({key: tf.gather(value, query_index) for key, value in query_table.items()})
+        features.update({key: tf.gather(value, pair["query_index"])
+                         for key, value in query_table.items()})
         if "image_path" in features:
             features["image"] = read_image(features.pop("image_path"), image_size)
-        features["sampling_probability"] = probability
+        if negatives:
+            negative = pair["negative_index"]
+            row = tf.maximum(negative, 0)
+            for key, value in negative_table.items():
+                features[f"{NEGATIVE_PREFIX}{key}"] = tf.gather(value, row)
+            if f"{NEGATIVE_PREFIX}image_path" in features:
+                features[f"{NEGATIVE_PREFIX}image"] = read_image(
+                    features.pop(f"{NEGATIVE_PREFIX}image_path"), image_size)
+            features["has_negative"] = negative >= 0
+        features.update(pair_labels(pair))
         return features
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (examples.query_index, examples.product_index, examples.sampling_probability))
+    dataset = tf.data.Dataset.from_tensor_slices(pair_columns(examples))
     if shuffle:
         dataset = dataset.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE,

@@ -30,6 +30,7 @@ from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.feature_shards import FeatureShards, item_feature_shards
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
 from tfmmsearch.model.search_model import Encoders
+from tfmmsearch.training.datasets import pair_columns, pair_labels
 from tfmmsearch.training.examples import TrainingExamples
 
 TRAIN_SPLIT = "train"
@@ -57,19 +58,22 @@ def prepare_item_source(prepared: PreparedData, config: Config):
 
 def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence[str], source,
                                split_ids: Sequence[str] | None = None, *, batch_size: int,
-                               seed: int, image_size: int, split: str = TRAIN_SPLIT,
-                               shards: FeatureShards | None = None,
+                               seed: int, image_size: int,
+                               splits: Sequence[str] = (TRAIN_SPLIT,),
+                               shards: Sequence[FeatureShards] | None = None,
                                query_features: np.ndarray | None = None, shuffle: bool = True,
                                words: bool = False, drop_remainder: bool = True,
                                item_buffer: int = ITEM_SHUFFLE_BUFFER,
                                pair_buffer: int = PAIR_SHUFFLE_BUFFER) -> tf.data.Dataset:
-    """Batches of pair features streamed from TFDS split `split` of `source` (builder or dir).
+    """Batches of pair features streamed from TFDS `splits` of `source` (builder or dir),
+    read one after another (search-log pairs touch every split's products).
 
     `product_ids` are the products `examples.product_index` points into; `split_ids` the
-    split's ids in prepared order (default: `product_ids`). `shards` give title/image
-    features in place of titles/pixels; `query_features` [len(query_texts), H] replace query
-    strings; `words` adds hashed query and title words. The split's order is checked against
-    `split_ids`, and the shards' against the split, in the graph.
+    splits' ids in prepared order, split after split (default: `product_ids`). `shards`, one
+    per split, give title/image features in place of titles/pixels; `query_features`
+    [len(query_texts), H] replace query strings; `words` adds hashed query and title words.
+    The splits' order is checked against `split_ids`, and the shards' against the splits, in
+    the graph.
     """
     from tfmmsearch.data.tfds_catalog import load_catalog_split, open_catalog_dataset, split_size
 
@@ -77,13 +81,26 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     builder = open_catalog_dataset(source)
     split_ids = list(product_ids if split_ids is None else split_ids)
-    count = split_size(builder, split)
+    splits = list(splits)
+    named = "+".join(splits)
+    sizes = [split_size(builder, split) for split in splits]
+    count = sum(sizes)
     if count != len(split_ids):
-        raise ValueError(f"split {split!r} in {builder.data_dir} holds {count} products, "
+        raise ValueError(f"split {named!r} in {builder.data_dir} holds {count} products, "
                          f"{len(split_ids)} were expected: prepare the TFDS dataset again")
-    if shards is not None and (shards.split != split or shards.count != count):
-        raise ValueError(f"feature shards {shards.directory} hold {shards.count} {shards.split!r} "
-                         f"records, not the {count} items of split {split!r}")
+    if shards is not None:
+        shards = list(shards)
+        if len(shards) != len(splits):
+            raise ValueError(f"{len(shards)} feature shards for {len(splits)} splits")
+        for shard, split, size in zip(shards, splits, sizes):
+            if shard.split != split or shard.count != size:
+                raise ValueError(f"feature shards {shard.directory} hold {shard.count} "
+                                 f"{shard.split!r} records, not the {size} items of split "
+                                 f"{split!r}")
+    if examples.has_negatives:
+        raise ValueError("streamed items cannot carry each pair's hard negative (it is another "
+                         "item of the stream): train with training.item_source: memory, or set "
+                         "data.search_log.skipped_as_negatives: false")
     if query_features is not None and len(query_features) != len(examples.query_texts):
         raise ValueError(f"query_features has {len(query_features)} rows, examples "
                          f"{len(examples.query_texts)} query texts")
@@ -95,7 +112,7 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
     absent = used[item_of_product[used] < 0]
     if len(absent):
         raise ValueError(f"product_id {product_ids[absent[0]]!r} has training pairs but is not "
-                         f"in split {split!r} of {builder.data_dir}")
+                         f"in split {named!r} of {builder.data_dir}")
     item_of_pair = item_of_product[examples.product_index]
     pair_order = np.argsort(item_of_pair, kind="stable").astype(np.int64)
     lengths = np.bincount(item_of_pair, minlength=count).astype(np.int64)
@@ -108,8 +125,8 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
     item_table = {"start": tf.constant(starts), "length": tf.constant(lengths),
                   "item_attributes": tf.constant(attributes)}
     pair_order = tf.constant(pair_order)
-    pair_query = tf.constant(examples.query_index)
-    pair_probability = tf.constant(examples.sampling_probability)
+    pair_table = {key: tf.constant(values) for key, values in pair_columns(examples).items()
+                  if key not in ("product_index", "negative_index")}
     query_table = {"query_attributes": tf.constant(examples.query_attributes)}
     if query_features is not None:
         query_table["query_features"] = tf.constant(query_features)
@@ -117,18 +134,19 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
         query_table["query"] = tf.constant(examples.query_texts, tf.string)
     if words:
         query_table["query_words"] = word_ids(examples.query_texts, MAX_QUERY_WORDS)
-    cached = set(shards.dims) if shards is not None else set()
+    cached = set(shards[0].dims) if shards else set()
 
     def to_item(index, example, features=None) -> dict:
         checks = [tf.debugging.assert_equal(
             example["product_id"], tf.gather(expected_ids, index),
-            message=f"split {split!r} in {builder.data_dir} is not in the order of the product "
+            message=f"split {named!r} in {builder.data_dir} is not in the order of the product "
                     f"ids this run expects: prepare the TFDS dataset again")]
         if features is not None:
             checks.append(tf.debugging.assert_equal(
                 features["product_id"], example["product_id"],
-                message=f"feature shards {shards.directory} are not in the order of split "
-                        f"{split!r} in {builder.data_dir}: delete them to have them rewritten"))
+                message=f"feature shards {', '.join(str(s.directory) for s in shards)} are not "
+                        f"in the order of split {named!r} in {builder.data_dir}: delete them to "
+                        f"have them rewritten"))
         item = {"product_id": example["product_id"],
                 "has_title": has_text_tensor(example["title"]),
                 "has_image": example["has_image"]}
@@ -154,18 +172,24 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
 
     def to_pair(item, pair) -> dict:
         features = dict(item)
-        query = tf.gather(pair_query, pair)
-        features.update({key: tf.gather(values, query) for key, values in query_table.items()})
-        features["sampling_probability"] = tf.gather(pair_probability, pair)
+        columns = {key: tf.gather(values, pair) for key, values in pair_table.items()}
+        features.update({key: tf.gather(values, columns["query_index"])
+                         for key, values in query_table.items()})
+        features.update(pair_labels(columns))
         if "image_bytes" in features:
             features["image"] = stored_image(features.pop("image_bytes"), features["has_image"],
                                              image_size)
         return features
 
-    items = load_catalog_split(builder, split, decode_image=False).enumerate()
-    if shards is not None:
-        items = tf.data.Dataset.zip((items, shards.dataset())).map(
-            lambda numbered, features: (*numbered, features))
+    parts = [load_catalog_split(builder, split, decode_image=False) for split in splits]
+    if shards:
+        parts = [tf.data.Dataset.zip((part, shard.dataset())) for part, shard in zip(parts, shards)]
+    items = parts[0]
+    for part in parts[1:]:
+        items = items.concatenate(part)
+    items = items.enumerate()
+    if shards:
+        items = items.map(lambda index, both: (index, *both))
     dataset = items.map(to_item, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.filter(lambda item: item["length"] > 0)
     if shuffle:
@@ -187,22 +211,31 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
 
 
 def streamed_run_dataset(config: Config, prepared: PreparedData, encoders: Encoders,
-                         examples: TrainingExamples, train_products: list[Product],
+                         examples: TrainingExamples, products: list[Product],
                          query_features: np.ndarray | None, *, batch_size: int,
                          cache_dir: Path) -> tuple[tf.data.Dataset, list[str]]:
     """A run's streamed training input: TFDS shards and feature shards written (or reused),
-    then `streaming_training_dataset`. Returns it and the names of its cached inputs."""
+    then `streaming_training_dataset` over the splits holding the examples' products
+    (`products`, the list `examples.product_index` points into). Returns it and the names of
+    its cached inputs."""
+    from tfmmsearch.data.prepare import SPLITS
+
     builder = prepare_item_source(prepared, config)
-    split_ids = list(prepared.splits[TRAIN_SPLIT])
-    by_id = {product.product_id: product for product in train_products}
-    split_items = ItemTable.from_products([by_id[product_id] for product_id in split_ids])
-    store = FeatureStore(config, encoders, split_items, cache_dir)
-    shards = item_feature_shards(store, builder, TRAIN_SPLIT)
+    used = {products[index].product_id for index in np.unique(examples.product_index)}
+    splits = [split for split in SPLITS if used & set(prepared.splits[split])]
+    by_id = {product.product_id: product for product in prepared.catalog.products}
+    shards = []
+    for split in splits:
+        split_items = ItemTable.from_products([by_id[pid] for pid in prepared.splits[split]])
+        store = FeatureStore(config, encoders, split_items, cache_dir)
+        shards.append(item_feature_shards(store, builder, split))
     dataset = streaming_training_dataset(
-        examples, [product.product_id for product in train_products], builder, split_ids,
+        examples, [product.product_id for product in products], builder,
+        [pid for split in splits for pid in prepared.splits[split]],
         batch_size=batch_size, seed=config.training.seed,
-        image_size=config.towers.image.image_size, shards=shards,
+        image_size=config.towers.image.image_size, splits=splits,
+        shards=None if shards[0] is None else shards,
         query_features=query_features, words=config.model.ranking_lexical)
-    inputs = sorted([*(shards.dims if shards is not None else ()),
+    inputs = sorted([*(shards[0].dims if shards[0] is not None else ()),
                      *(["query_features"] if query_features is not None else [])])
     return dataset, inputs
