@@ -14,6 +14,7 @@ import pytest
 from tfmmsearch.cli import main
 from tfmmsearch.data.search_log import (
     SearchLogError,
+    query_key,
     read_search_log,
     split_by_time,
 )
@@ -217,6 +218,7 @@ def test_unseen_query_share_counts_test_sessions(tmp_path):
         [1, 2, 3, 4], [5, 6], [7, 8, 9, 10]]
     # test sessions: q7, q8, q8, dress, Red SHIRT -> q7 and the two q8 are unseen
     assert split.unseen_query_share == pytest.approx(3 / 5)
+    assert query_key("  Red \t SHIRT ") == query_key("red shirt") == "red shirt"
 
 
 def test_time_split_refuses_bad_fractions(tmp_path):

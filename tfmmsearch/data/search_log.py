@@ -301,8 +301,9 @@ def read_search_log(path: str | Path, product_ids: Collection[str] | None = None
     return SearchLog(source=path, sessions=sessions, report=report)
 
 
-def _query_key(query: str) -> str:
-    """Queries count as the same when they differ only in case and spacing."""
+def query_key(query: str) -> str:
+    """Queries count as the same when they differ only in case and spacing (the unseen-query
+    share and the position-bias estimate both group queries by this key)."""
     return " ".join(query.casefold().split())
 
 
@@ -350,6 +351,6 @@ def split_by_time(log: SearchLog, fractions: tuple[float, float, float] = DEFAUL
     parts = (days[:first], days[first:second], days[second:])
     lists = [[s for day in part for s in by_day[day]] for part in parts]
     train, validation, test = lists
-    seen = {_query_key(s.query) for s in train}
-    unseen = (sum(_query_key(s.query) not in seen for s in test) / len(test)) if test else None
+    seen = {query_key(s.query) for s in train}
+    unseen = (sum(query_key(s.query) not in seen for s in test) / len(test)) if test else None
     return TimeSplit(train, validation, test, dict(zip(SPLIT_NAMES, map(list, parts))), unseen)
