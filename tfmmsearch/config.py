@@ -163,7 +163,7 @@ class SearchLogConfig:
 
     Purchases and clicks are positives with their weights; each click is also weighted by the
     inverse of the examination propensity of the rank it was shown at (estimated from the
-    training days, `position_bias: em`), clipped at `max_propensity_weight`. Products shown
+    training days, `position_bias`), clipped at `max_propensity_weight`. Products shown
     above a click and skipped are the ranking head's hard negatives (`skipped_as_negatives`).
     """
 
@@ -176,7 +176,7 @@ class SearchLogConfig:
     time_split: TimeSplitConfig = field(default_factory=TimeSplitConfig)
     purchase_weight: float = 3.0
     click_weight: float = 1.0
-    position_bias: str = "em"  # em | none
+    position_bias: str = "regression_em"  # regression_em | em | none
     max_propensity_weight: float = 10.0
     skipped_as_negatives: bool = True
 
@@ -189,7 +189,8 @@ class SearchLogConfig:
             raise ConfigError("data.search_log: purchase_weight and click_weight are both 0, so "
                               "the log teaches nothing", "data.search_log.purchase_weight",
                               ("data.search_log.click_weight",))
-        _check_choice("data.search_log.position_bias", self.position_bias, ("em", "none"))
+        _check_choice("data.search_log.position_bias", self.position_bias,
+                      ("regression_em", "em", "none"))
         _check_range("data.search_log.max_propensity_weight", self.max_propensity_weight, 1.0,
                      why="a weight cap below 1 would down-weight the top rank")
         for theirs, ours in self.fields.items():
@@ -421,6 +422,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        if (self.data.sources.search_log > 0 and self.data.search_log.skipped_as_negatives
+                and self.training.item_source == "tfds"):
+            raise ConfigError("data.search_log.skipped_as_negatives needs training.item_source: "
+                              "memory (a streamed item cannot carry another item's features); "
+                              "set one of them", "data.search_log.skipped_as_negatives",
+                              ("training.item_source", "data.sources.search_log"))
 
 
 # --------------------------------------------------------------------------- loading

@@ -102,3 +102,68 @@ def test_catalog_wide_ids_are_kept_for_a_split():
 def test_no_grade_2_pair_is_a_clear_error():
     with pytest.raises(ValueError, match="no training pairs"):
         build_examples(QUERIES[3:], PRODUCTS, COLUMNS)
+
+
+# --------------------------------------------------------------------------- search-log pairs
+
+
+def log_pair(query, product_id, grade=1, weight=1.0, skipped=()):
+    from tfmmsearch.data.log_pairs import LogPair
+
+    return LogPair(query, product_id, grade, weight, 1, tuple(skipped))
+
+
+def test_log_examples_carry_weights_grades_and_one_skipped_negative():
+    from tfmmsearch.training.examples import NO_NEGATIVE, log_examples
+
+    pairs = [log_pair("blue jeans", "p3", 2, 3.0, skipped=("p4",)),
+             log_pair("blue jeans", "p4", 1, 2.0),
+             log_pair("tee", "p0", 1, 1.0, skipped=("p1", "p2"))]
+    ids = AttributeIds.from_products(PRODUCTS, COLUMNS)
+    examples = log_examples(pairs, PRODUCTS, COLUMNS, ids, seed=0)
+    assert examples.query_texts == ["blue jeans", "tee"]
+    np.testing.assert_array_equal(examples.query_index, [0, 0, 1])
+    np.testing.assert_array_equal(examples.product_index, [3, 4, 0])
+    np.testing.assert_array_equal(examples.weight, [3.0, 2.0, 1.0])
+    np.testing.assert_array_equal(examples.positive_grade, [2, 1, 1])
+    assert examples.negative_index[0] == 4 and examples.negative_index[1] == NO_NEGATIVE
+    assert examples.negative_index[2] in (1, 2)
+    assert (examples.query_attributes == -1).all()  # a typed query names no attribute
+    assert examples.product_ids == [p.product_id for p in PRODUCTS]
+    without = log_examples(pairs, PRODUCTS, COLUMNS, ids, with_negatives=False)
+    assert not without.has_negatives
+
+
+def test_unread_attribute_ids_never_look_at_the_columns():
+    unread = AttributeIds.unread()
+    broken = [product("x", "Tshirts", "Men", "Red", "Casual")]
+    broken[0].attributes.clear()  # a catalog without the columns at all
+    assert (unread.of_products(broken, COLUMNS) == -1).all()
+
+
+def test_mixing_gives_each_source_its_share_of_the_weight():
+    from tfmmsearch.training.examples import log_examples, mix_examples
+
+    ids = AttributeIds.from_products(PRODUCTS, COLUMNS)
+    jeans = PRODUCTS[3:]  # attribute pairs from a split, mixed over the whole catalog
+    attributes = build_examples(QUERIES[2:3], jeans, COLUMNS, max_per_query=None,
+                                attribute_ids=ids)
+    log = log_examples([log_pair("jeans", "p0", 2, 5.0, skipped=("p1",)),
+                        log_pair("tees", "p1", 1, 1.0), log_pair("tees", "p2", 1, 2.0),
+                        log_pair("tees", "p3", 1, 2.0)], PRODUCTS, COLUMNS, ids)
+    mixed = mix_examples([(attributes, 1.0), (log, 3.0)], PRODUCTS, COLUMNS, ids)
+    assert len(mixed) == 2 + 4
+    assert mixed.weight.mean() == pytest.approx(1.0)
+    assert mixed.weight[:2].sum() == pytest.approx(0.25 * 6)  # attribute pairs: 1 / (1 + 3)
+    assert mixed.weight[2:].sum() == pytest.approx(0.75 * 6)
+    np.testing.assert_allclose(mixed.weight[2:] / mixed.weight[3], [5.0, 1.0, 2.0, 2.0])
+    # "jeans" is typed in the log and generated from attributes: one query, attribute ids kept
+    assert mixed.query_texts == ["jeans", "tees"]
+    np.testing.assert_array_equal(mixed.query_attributes[0], QUERY_IDS[2])
+    np.testing.assert_array_equal(mixed.product_index, [3, 4, 0, 1, 2, 3])  # catalog positions
+    np.testing.assert_array_equal(mixed.negative_index, [-1, -1, 1, -1, -1, -1])
+    np.testing.assert_array_equal(mixed.positive_grade, [2, 2, 2, 1, 1, 1])
+    counts = np.bincount(mixed.product_index, minlength=len(PRODUCTS))
+    np.testing.assert_allclose(mixed.sampling_probability, counts[mixed.product_index] / 6)
+    with pytest.raises(ValueError, match="no training pairs"):
+        mix_examples([(attributes, 0.0)], PRODUCTS, COLUMNS, ids)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfmmsearch.data.search_log import Session
+from tfmmsearch.data.search_log import Session, query_key
 
 if TYPE_CHECKING:
     from tfmmsearch.data.position_bias import PositionBias
@@ -104,8 +104,6 @@ class LogGrades:
 
 def log_grades(sessions: Iterable[Session]) -> LogGrades:
     """Purchase / click grades by distinct query: the labels of log-based validation."""
-    from tfmmsearch.data.search_log import query_key
-
     index: dict[str, int] = {}
     queries: list[str] = []
     grades: list[dict[str, int]] = []

@@ -1,9 +1,14 @@
-"""Data preparation entrypoint: catalog -> validated products -> splits -> attribute queries.
+"""Data preparation entrypoint: catalog -> validated products -> splits -> queries and log.
 
 This is the first stage of every run. It resolves the catalog (generating the synthetic one
 when the config names none), validates it under the config's bad-row policy, splits products
 so that no product is in two splits, generates graded attribute queries per split (held-out
-phrasings for validation and test), and writes all of it under `data.work_dir`.
+phrasings for validation and test) when attributes are a training source, reads the search
+log when it is one (simulating one next to the synthetic catalog when asked) and splits its
+sessions by day, and writes all of it under `data.work_dir`.
+
+With `data.sources.attributes: 0` the catalog's attribute columns are never read: a catalog
+with nothing but ids, titles and images trains from its log.
 """
 
 from __future__ import annotations
@@ -17,13 +22,18 @@ from tfmmsearch.config import Config
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.queries import Query, generate_queries
 from tfmmsearch.data.schema import Catalog
+from tfmmsearch.data.search_log import TimeSplit, read_search_log, split_by_time
 from tfmmsearch.data.splits import split_products
 from tfmmsearch.data.synthetic import generate_synthetic_catalog
+from tfmmsearch.data.synthetic_log import generate_synthetic_search_log
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _SYNTHETIC_MARKER = "synthetic.json"
+_SYNTHETIC_LOG_MARKER = "synthetic_log.json"
+SYNTHETIC_LOG_NAME = "search_log.jsonl"
+LOG_SPLIT_FILE = "search_log_split.json"
 
 
 @dataclass
@@ -32,8 +42,9 @@ class PreparedData:
 
     catalog: Catalog
     splits: dict[str, list[str]]
-    queries: dict[str, list[Query]]
+    queries: dict[str, list[Query]]  # empty lists when attributes are not a source
     work_dir: Path
+    search_log: TimeSplit | None = None  # the log's sessions by day, when it is a source
 
     def split_catalog(self, split: str) -> Catalog:
         return self.catalog.subset(self.splits[split])
@@ -63,6 +74,53 @@ def _write_queries(path: Path, queries: list[Query]) -> None:
             handle.write(json.dumps(asdict(query), ensure_ascii=False) + "\n")
 
 
+def resolve_search_log(config: Config, catalog: Catalog) -> Path:
+    """The configured search log, or one simulated over the synthetic catalog (once per
+    parameters) when the config asks for synthetic sessions."""
+    log = config.data.search_log
+    if log.path:
+        return Path(log.path)
+    synthetic = config.data.synthetic
+    params = {"num_sessions": log.synthetic_sessions, "days": log.synthetic_days,
+              "catalog": {"num_items": synthetic.num_items, "seed": synthetic.seed,
+                          "image_size": synthetic.image_size}}
+    path = Path(catalog.root) / SYNTHETIC_LOG_NAME
+    marker = Path(catalog.root) / _SYNTHETIC_LOG_MARKER
+    if path.is_file() and marker.is_file() and json.loads(marker.read_text()) == params:
+        logger.info("using the synthetic search log already at %s", path)
+        return path
+    logger.info("simulating a search log of %d sessions over %d days into %s",
+                log.synthetic_sessions, log.synthetic_days, path)
+    generate_synthetic_search_log(catalog.products, path, num_sessions=log.synthetic_sessions,
+                                  days=log.synthetic_days, seed=config.data.synthetic.seed)
+    marker.write_text(json.dumps(params))
+    return path
+
+
+def _prepare_search_log(config: Config, catalog: Catalog, work_dir: Path,
+                        progress: bool) -> TimeSplit:
+    log_config = config.data.search_log
+    path = resolve_search_log(config, catalog)
+    log = read_search_log(path, product_ids=[p.product_id for p in catalog.products],
+                          on_bad_row=config.data.on_bad_row, progress=progress,
+                          fields=log_config.fields or None)
+    time_split = log_config.time_split
+    split = split_by_time(log, (time_split.train, time_split.validation, time_split.test))
+    summary = {"source": str(path), "read": log.report.summary(),
+               "skipped": dict(log.report.skipped),
+               "sessions": {name: len(sessions) for name, sessions in split.splits().items()},
+               "days": {name: [str(days[0]), str(days[-1])] if days else []
+                        for name, days in split.days.items()},
+               "unseen_test_query_share": split.unseen_query_share}
+    (work_dir / LOG_SPLIT_FILE).write_text(json.dumps(summary, indent=2))
+    logger.info("search log %s: %s; by day: %s; test queries unseen in training: %s; wrote %s",
+                path, log.report.summary(),
+                ", ".join(f"{name} {count} sessions" for name, count in summary["sessions"].items()),
+                "n/a" if split.unseen_query_share is None else f"{split.unseen_query_share:.1%}",
+                work_dir / LOG_SPLIT_FILE)
+    return split
+
+
 def prepare_data(config: Config, progress: bool = True) -> PreparedData:
     """Runs the data stage of `config` and returns the prepared catalog, splits and queries."""
     data = config.data
@@ -75,18 +133,25 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
     queries: dict[str, list[Query]] = {}
     for split in SPLITS:
         phrasing = "train" if split == "train" else "heldout"
-        queries[split] = generate_queries(
-            catalog.subset(splits[split]).products,
-            data.attributes,
-            seed=data.queries.seed,
-            phrasings_per_set=data.queries.phrasings_per_attribute_set,
-            max_extra_attributes=data.queries.max_extra_attributes,
-            phrasing_split=phrasing,
-            heldout_fraction=data.queries.heldout_phrasing_fraction,
-        )
+        queries[split] = []
+        if data.sources.attributes > 0:
+            queries[split] = generate_queries(
+                catalog.subset(splits[split]).products,
+                data.attributes,
+                seed=data.queries.seed,
+                phrasings_per_set=data.queries.phrasings_per_attribute_set,
+                max_extra_attributes=data.queries.max_extra_attributes,
+                phrasing_split=phrasing,
+                heldout_fraction=data.queries.heldout_phrasing_fraction,
+            )
         _write_queries(work_dir / f"queries_{split}.jsonl", queries[split])
-        logger.info("%s split: %d products, %d queries (%s phrasings)",
-                    split, len(splits[split]), len(queries[split]), phrasing)
+        logger.info("%s split: %d products, %d attribute queries%s",
+                    split, len(splits[split]), len(queries[split]),
+                    f" ({phrasing} phrasings)" if data.sources.attributes > 0 else
+                    " (attributes are not a training source)")
     (work_dir / "splits.json").write_text(json.dumps(splits))
     logger.info("wrote splits.json and queries_{train,validation,test}.jsonl to %s", work_dir)
-    return PreparedData(catalog, splits, queries, work_dir)
+    search_log = None
+    if data.sources.search_log > 0:
+        search_log = _prepare_search_log(config, catalog, work_dir, progress)
+    return PreparedData(catalog, splits, queries, work_dir, search_log)

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.config import Config, ConfigError, config_to_dict, load_config, save_config
+from tfmmsearch.data.log_pairs import log_grades
 from tfmmsearch.data.prepare import PreparedData, prepare_data
 from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.model.build import (
@@ -52,7 +53,7 @@ from tfmmsearch.training.callbacks import (
     write_json_atomically,
 )
 from tfmmsearch.training.datasets import training_dataset
-from tfmmsearch.training.examples import AttributeIds, build_examples
+from tfmmsearch.training.sources import training_set
 from tfmmsearch.training.streaming import streamed_run_dataset
 from tfmmsearch.training.strategy import is_chief, make_strategy, task_name
 
@@ -80,17 +81,40 @@ def validation_queries(prepared: PreparedData, config: Config) -> list:
     return queries
 
 
-def _validation_scorer(prepared: PreparedData, queries: list, item_features: dict, items: ItemTable,
-                       query_features: np.ndarray | None, config: Config):
+def validation_targets(prepared: PreparedData, config: Config,
+                       products: list) -> tuple[list[str], np.ndarray]:
+    """(query texts, grades [Q, len(products)]) scored every epoch over the validation split's
+    `products`: attribute queries when attributes are a source, else the log's validation
+    days (purchase 2, click 1; queries with no click on these products are left out)."""
+    if config.data.sources.attributes > 0:
+        queries = validation_queries(prepared, config)
+        return [q.text for q in queries], grade_matrix(queries, products, config.data.attributes)
+    judged = log_grades(prepared.search_log.validation)
+    grades = judged.matrix([p.product_id for p in products])
+    keep = np.flatnonzero(grades.max(axis=1) > 0)
+    limit = config.training.validation_queries
+    if limit and len(keep) > limit:
+        keep = np.sort(np.random.default_rng(config.training.seed).choice(keep, limit,
+                                                                          replace=False))
+    return [judged.queries[i] for i in keep], grades[keep]
+
+
+def _validation_scorer(prepared: PreparedData, item_features: dict, items: ItemTable,
+                       store: FeatureStore, config: Config):
     """Returns (score_fn, grades) for the validation split: retrieval scores of the model."""
     val_ids = set(prepared.splits["validation"])
     positions = np.array([i for i, pid in enumerate(items.product_ids) if pid in val_ids], np.int64)
     by_id = {product.product_id: product for product in prepared.catalog.products}
     products = [by_id[items.product_ids[i]] for i in positions]
-    grades = grade_matrix(queries, products, config.data.attributes)
+    texts, grades = validation_targets(prepared, config, products)
+    if not len(texts):
+        raise ValueError("no validation queries: the validation split has no query with a "
+                         "relevant product (give data.splits.validation or the log's "
+                         "validation days a larger share)")
+    query_features = store.query_features(texts, "validation_queries")
     item_batch = _item_batch(items, positions, item_features, config.towers.image.image_size)
     query_batch = {"query_features": query_features} if query_features is not None else \
-        {"query": np.array([q.text for q in queries])}
+        {"query": np.array(texts)}
 
     def score(model: MultimodalSearchModel) -> np.ndarray:
         item_embeddings = _batched(lambda b: model.embed_items(b)["embedding"], item_batch)
@@ -155,8 +179,8 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     strategy = make_strategy(config.training.strategy)
     prepared = prepare_data(config, progress=chief)
     products = prepared.catalog.products
-    train_ids = set(prepared.splits["train"])
-    train_positions = [i for i, p in enumerate(products) if p.product_id in train_ids]
+    training = training_set(config, prepared, run_dir, write=chief)
+    examples = training.examples
     streamed = config.training.item_source == "tfds"
     # Items whose features this process holds: every product for the in-memory input, only the
     # validation split's (scored each epoch) when the training items stream from TFDS shards.
@@ -169,22 +193,19 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     store = FeatureStore(config, encoders, items, Path(config.data.work_dir) / "feature_cache")
     cached = store.item_features()
 
-    attribute_ids = AttributeIds.from_products(products, config.data.attributes)
-    train_products = [products[i] for i in train_positions]
-    examples = build_examples(prepared.queries["train"], train_products, config.data.attributes,
-                              max_per_query=config.data.queries.max_positives_per_query,
-                              seed=config.training.seed, attribute_ids=attribute_ids)
     train_query_features = store.query_features(examples.query_texts, "train_queries")
     batch_size = min(config.training.batch_size, len(examples))
     if streamed:
         dataset, train_inputs = streamed_run_dataset(
-            config, prepared, encoders, examples, train_products, train_query_features,
+            config, prepared, encoders, examples, training.products, train_query_features,
             batch_size=batch_size, cache_dir=store.cache_dir)
     else:
+        position = {pid: i for i, pid in enumerate(items.product_ids)}
+        train_positions = [position[p.product_id] for p in training.products]
         train_cached = {key: value[train_positions] for key, value in cached.items()}
         if train_query_features is not None:
             train_cached["query_features"] = train_query_features
-        train_items = ItemTable.from_products(train_products)
+        train_items = ItemTable.from_products(training.products)
         dataset = training_dataset(examples, train_items, batch_size=batch_size,
                                    seed=config.training.seed,
                                    image_size=config.towers.image.image_size,
@@ -193,7 +214,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     steps_per_epoch = len(examples) // batch_size
     logger.info("training on %d pairs (%d queries, %d products, items from %s), batch %d, "
                 "%d steps/epoch, cached inputs: %s", len(examples), len(examples.query_texts),
-                len(train_products), config.training.item_source, batch_size, steps_per_epoch,
+                len(training.products), config.training.item_source, batch_size, steps_per_epoch,
                 ", ".join(train_inputs) or "none")
 
     dims = encoder_dims(encoders, config.towers.image.image_size)  # eager: outside the scope
@@ -202,10 +223,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
         model.compile(optimizer=_optimizer(config, steps_per_epoch),
                       jit_compile=config.training.xla or None)
 
-    val_queries = validation_queries(prepared, config)
-    val_query_features = store.query_features([q.text for q in val_queries], "validation_queries")
-    score_fn, grades = _validation_scorer(prepared, val_queries, cached, items, val_query_features,
-                                          config)
+    score_fn, grades = _validation_scorer(prepared, cached, items, store, config)
     validation = ValidationRanking(score_fn, grades)
     epochs_log = EpochHistory(run_dir / HISTORY_FILE, write=chief)
     callbacks = [
