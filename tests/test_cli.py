@@ -44,6 +44,19 @@ def test_synthesize_then_validate(tmp_path, capsys):
     assert main(["data", "synthesize", str(tmp_path / "c"), "--num-items", "30"]) == 0
     assert main(["data", "validate", str(tmp_path / "c")]) == 0
     assert "read 30 rows: 30 ok, 0 skipped" in capsys.readouterr().out
+    assert not (tmp_path / "c" / "search_log.jsonl").exists()  # no log unless asked for
+
+
+def test_synthesize_with_a_search_log_that_validates_against_the_catalog(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["data", "synthesize", str(out), "--num-items", "30", "--image-size", "16",
+                 "--search-log-sessions", "40"]) == 0
+    assert "synthetic search log of 40 sessions" in capsys.readouterr().out
+    assert main(["data", "validate-log", str(out / "search_log.jsonl"), "--catalog", str(out)]) == 0
+    assert "read 40 rows: 40 ok, 0 skipped" in capsys.readouterr().out
+    assert main(["data", "synthesize", str(tmp_path / "d"), "--search-log-sessions", "-1"]) == 1
+    assert "--search-log-sessions must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 # --------------------------------------------------------------------------- query: ordinary mistakes

@@ -158,11 +158,20 @@ def _cmd_data_validate_log(args) -> int:
 
 
 def _cmd_data_synthesize(args) -> int:
+    from tfmmsearch.data.catalog import read_catalog
     from tfmmsearch.data.synthetic import generate_synthetic_catalog
+    from tfmmsearch.data.synthetic_log import SEARCH_LOG_FILE, generate_synthetic_search_log
 
+    if args.search_log_sessions < 0:  # refused before minutes of drawing, not after
+        raise ValueError(f"--search-log-sessions must be >= 0, got {args.search_log_sessions}")
     out = generate_synthetic_catalog(args.out, num_items=args.num_items, seed=args.seed,
                                      image_size=args.image_size)
     print(f"synthetic catalog of {args.num_items} items written to {out}")
+    if args.search_log_sessions:
+        products = read_catalog(out, check_images=False).products
+        log = generate_synthetic_search_log(products, out / SEARCH_LOG_FILE,
+                                            num_sessions=args.search_log_sessions, seed=args.seed)
+        print(f"synthetic search log of {args.search_log_sessions} sessions written to {log}")
     return 0
 
 
@@ -314,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-items", type=int, default=2000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64)
+    synth.add_argument("--search-log-sessions", type=int, default=0, metavar="N",
+                       help="also write search_log.jsonl into the catalog: N sessions of a "
+                            "simulated shop whose old search was BM25 over titles (default 0: "
+                            "no log)")
     synth.set_defaults(handler=_cmd_data_synthesize)
     prepare = data_commands.add_parser("prepare", help="validate, split and generate queries for a config")
     _add_config_args(prepare, DEFAULT_CONFIG)

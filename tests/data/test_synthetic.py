@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from tfmmsearch.data import synthetic
+from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.synthetic import (
-    ARTICLE_TYPES, COLOURS, CSV_COLUMNS, FORMAL_COLOURS, FORMAL_PATTERNS, PATTERNS,
+    ARTICLE_TYPES, BRAND_TIERS, COLOURS, CSV_COLUMNS, FORMAL_COLOURS, FORMAL_PATTERNS, PATTERNS,
     generate_synthetic_catalog, plan_synthetic_items,
 )
 
@@ -106,6 +107,39 @@ def test_titles_omit_colour_and_type_at_the_intended_rates(full_catalog):
         assert row["title"].split()[0] in synthetic.BRANDS
 
 
+def test_brand_column_is_the_brand_the_title_starts_with(full_catalog):
+    _, rows = read_rows(full_catalog)
+    assert {row["brand"] for row in rows} == set(synthetic.BRANDS)
+    for row in rows:
+        if row["title"]:
+            assert row["title"].split()[0] == row["brand"], row
+
+
+def test_prices_are_decimal_strings_that_follow_type_and_brand_tier(full_catalog):
+    _, rows = read_rows(full_catalog)
+    priced = [row for row in rows if row["price"]]
+    assert 0.02 * FULL_SIZE <= FULL_SIZE - len(priced) <= 0.04 * FULL_SIZE  # a few left empty
+    assert all(re.fullmatch(r"[1-9][0-9]*\.[0-9]{2}", row["price"]) for row in priced)
+    prices: dict[tuple[str, str], list[float]] = {}
+    for row in priced:
+        prices.setdefault((row["article_type"], BRAND_TIERS[row["brand"]]), []).append(
+            float(row["price"]))
+    for name, spec in ARTICLE_TYPES.items():
+        budget, mid, premium = (np.median(prices[(name, tier)]) for tier in ("budget", "mid", "premium"))
+        assert budget < mid < premium, name
+        assert 0.8 * spec.base_price <= mid <= 1.25 * spec.base_price, name
+    # Article type matters beyond tier: a premium cap is still cheaper than a budget watch.
+    assert max(prices[("Caps", "premium")]) < min(prices[("Watches", "budget")])
+
+
+def test_brand_and_price_read_back_as_attributes(full_catalog):
+    catalog = read_catalog(full_catalog, check_images=False)
+    assert all(set(p.attributes) == {"gender", "master_category", "article_type", "base_colour",
+                                     "usage", "brand", "price"} for p in catalog.products)
+    unpriced = [p for p in catalog.products if not p.attributes["price"]]
+    assert unpriced and len(unpriced) < len(catalog.products)
+
+
 def test_every_image_decodes_at_image_size_and_solid_items_show_their_base_colour(full_catalog):
     _, rows = read_rows(full_catalog)
     patterns = {item.product_id: item.pattern for item in plan_synthetic_items(FULL_SIZE)}
@@ -158,8 +192,10 @@ def test_image_size_is_respected(tmp_path):
 def test_smaller_catalogs_are_prefixes_of_larger_ones():
     small, large = plan_synthetic_items(40, seed=1), plan_synthetic_items(400, seed=1)
     for a, b in zip(small, large):
-        assert (a.product_id, a.article_type, a.base_colour, a.gender, a.usage, a.pattern) == \
-               (b.product_id, b.article_type, b.base_colour, b.gender, b.usage, b.pattern)
+        assert (a.product_id, a.article_type, a.base_colour, a.gender, a.usage, a.pattern,
+                a.brand) == (b.product_id, b.article_type, b.base_colour, b.gender, b.usage,
+                             b.pattern, b.brand)
+        assert not (a.price and b.price) or a.price == b.price  # only emptiness depends on size
 
 
 @pytest.mark.parametrize("kwargs, message", [

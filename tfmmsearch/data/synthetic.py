@@ -7,6 +7,8 @@ titled from a small grammar. Some titles leave out the colour or the article typ
 so only the photo carries it; a few items lack a title or a photo, to exercise the
 one-modality path. The vocabularies follow Myntra's column values (article types, base
 colours, genders, usages), so queries and grades built for the real catalog work here too.
+Each item also has a brand (the one its title starts with) and a price that follows its
+article type and its brand's tier; a few prices are left empty, as real exports leave them.
 
 On disk it is a regular catalog directory: products.csv plus images/<product_id>.jpg.
 Everything is a pure function of (num_items, seed, image_size): same arguments, same bytes.
@@ -27,7 +29,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 # --------------------------------------------------------------------------- vocabularies
 
 CSV_COLUMNS = ("product_id", "title", "gender", "master_category", "article_type",
-               "base_colour", "usage", "image")
+               "base_colour", "usage", "brand", "price", "image")
 MASTER_CATEGORIES = ("Apparel", "Footwear", "Accessories")
 GENDERS = ("Men", "Women", "Unisex")
 USAGES = ("Casual", "Sports", "Formal", "Party")
@@ -62,37 +64,47 @@ class ArticleType:
     usages: tuple[str, ...]
     title_nouns: tuple[str, ...]  # every phrase a title may use to name the type
     patterned: bool  # whether stripes/dots/checks make sense on it
+    base_price: float  # a mid-tier brand's typical price, before per-item jitter
 
 
 ARTICLE_TYPES: dict[str, ArticleType] = {
     "Tshirts": ArticleType("Apparel", ("Men", "Women", "Unisex"), ("Casual", "Sports"),
-                           ("T-shirt", "Tshirt", "Round Neck T-shirt", "Polo T-shirt"), True),
+                           ("T-shirt", "Tshirt", "Round Neck T-shirt", "Polo T-shirt"), True, 599),
     "Shirts": ArticleType("Apparel", ("Men", "Women"), ("Casual", "Formal", "Party"),
-                          ("Shirt", "Slim Fit Shirt", "Regular Fit Shirt"), True),
+                          ("Shirt", "Slim Fit Shirt", "Regular Fit Shirt"), True, 1199),
     "Trousers": ArticleType("Apparel", ("Men", "Women"), ("Casual", "Formal"),
-                            ("Trousers", "Chinos", "Slim Fit Trousers"), True),
+                            ("Trousers", "Chinos", "Slim Fit Trousers"), True, 1399),
     "Dresses": ArticleType("Apparel", ("Women",), ("Casual", "Party"),
-                           ("Dress", "A-Line Dress", "Fit and Flare Dress"), True),
+                           ("Dress", "A-Line Dress", "Fit and Flare Dress"), True, 1799),
     "Casual Shoes": ArticleType("Footwear", ("Men", "Women", "Unisex"), ("Casual",),
-                                ("Casual Shoes", "Sneakers"), False),
+                                ("Casual Shoes", "Sneakers"), False, 2199),
     "Sports Shoes": ArticleType("Footwear", ("Men", "Women", "Unisex"), ("Sports",),
-                                ("Sports Shoes", "Running Shoes", "Training Shoes"), False),
+                                ("Sports Shoes", "Running Shoes", "Training Shoes"), False, 2999),
     "Formal Shoes": ArticleType("Footwear", ("Men",), ("Formal",),
-                                ("Formal Shoes", "Derby Shoes", "Oxford Shoes"), False),
+                                ("Formal Shoes", "Derby Shoes", "Oxford Shoes"), False, 2799),
     "Heels": ArticleType("Footwear", ("Women",), ("Casual", "Party", "Formal"),
-                         ("Heels", "Stilettos", "Pumps"), False),
+                         ("Heels", "Stilettos", "Pumps"), False, 1899),
     "Watches": ArticleType("Accessories", ("Men", "Women", "Unisex"), ("Casual", "Formal", "Sports"),
-                           ("Watch", "Analog Watch"), False),
+                           ("Watch", "Analog Watch"), False, 3499),
     "Handbags": ArticleType("Accessories", ("Women",), ("Casual", "Party", "Formal"),
-                            ("Handbag", "Tote Bag", "Shoulder Bag"), True),
+                            ("Handbag", "Tote Bag", "Shoulder Bag"), True, 1999),
     "Sunglasses": ArticleType("Accessories", ("Men", "Women", "Unisex"), ("Casual", "Sports"),
-                              ("Sunglasses", "Round Sunglasses"), False),
+                              ("Sunglasses", "Round Sunglasses"), False, 1499),
     "Caps": ArticleType("Accessories", ("Men", "Women", "Unisex"), ("Casual", "Sports"),
-                        ("Cap", "Baseball Cap"), True),
+                        ("Cap", "Baseball Cap"), True, 449),
 }
 
-BRANDS = ("Zentra", "Halvik", "Norvelle", "Orbique", "Veyra", "Tessaro", "Lumora", "Cadrix",
-          "Fennwick", "Solvane")
+# Brand -> price tier. Budget brands undercut the type's base price, premium ones double it,
+# so price carries a signal about brand that a ranker could learn.
+BRAND_TIERS: dict[str, str] = {
+    "Zentra": "budget", "Halvik": "mid", "Norvelle": "premium", "Orbique": "budget",
+    "Veyra": "mid", "Tessaro": "premium", "Lumora": "budget", "Cadrix": "mid",
+    "Fennwick": "mid", "Solvane": "premium",
+}
+BRANDS = tuple(BRAND_TIERS)
+TIER_PRICE_FACTORS = {"budget": 0.6, "mid": 1.0, "premium": 2.0}
+PRICE_JITTER = 0.15  # sigma of the log-normal factor on an item's price
+MIN_PRICE = 99
 PATTERN_TITLE_WORDS = {"solid": "Solid", "stripes": "Striped", "dots": "Polka Dot", "checks": "Checked"}
 USAGE_TITLE_WORDS = {"Casual": "Casual", "Sports": "Sports", "Formal": "Formal", "Party": "Party"}
 # Stand-ins for the article type in titles that omit it: they name no type, colour or category.
@@ -103,6 +115,7 @@ OMIT_COLOUR_FRACTION = 0.15
 OMIT_TYPE_FRACTION = 0.10
 EMPTY_TITLE_FRACTION = 0.02
 NO_IMAGE_FRACTION = 0.02
+EMPTY_PRICE_FRACTION = 0.03
 FIRST_PRODUCT_ID = 100001
 JPEG_QUALITY = 92
 _SUPERSAMPLE = 2  # draw at 2x and box-downsample: smooth edges at about half of 3x's cost
@@ -126,6 +139,7 @@ class SyntheticItem:
     usage: str
     pattern: str
     brand: str
+    price: str  # decimal string such as "1299.00"; empty when the catalog does not know it
     has_image: bool
     title_omits_colour: bool
     title_omits_type: bool
@@ -137,7 +151,7 @@ class SyntheticItem:
 
     def csv_row(self) -> list[str]:
         return [self.product_id, self.title, self.gender, self.master_category, self.article_type,
-                self.base_colour, self.usage, self.image]
+                self.base_colour, self.usage, self.brand, self.price, self.image]
 
 
 def _pick(rng: np.random.Generator, options):
@@ -170,11 +184,19 @@ def _compose_title(rng: np.random.Generator, brand: str, gender: str, colour: st
     return " ".join(words)
 
 
+def _price(rng: np.random.Generator, spec: ArticleType, brand: str) -> str:
+    """The type's base price times the brand tier's factor and a jitter, ending in 9 like a
+    shop's price (1249.00, 2999.00)."""
+    raw = spec.base_price * TIER_PRICE_FACTORS[BRAND_TIERS[brand]] * rng.lognormal(0.0, PRICE_JITTER)
+    return f"{max(MIN_PRICE, int(round(raw / 50)) * 50 - 1):.2f}"
+
+
 def plan_synthetic_items(num_items: int = 2000, seed: int = 0) -> list[SyntheticItem]:
     """The attributes and titles of every item, without drawing anything (cheap, deterministic).
 
     Each item's attributes come from its own stream (seed, index), so a smaller catalog's items
-    are the first items of a larger one; only which titles omit words depends on num_items.
+    are the first items of a larger one; only which titles omit words (and which prices are
+    empty) depends on num_items. Prices draw from a stream of their own, (seed, 3, index).
     """
     _check_positive_int("num_items", num_items)
     _check_seed(seed)
@@ -187,6 +209,7 @@ def plan_synthetic_items(num_items: int = 2000, seed: int = 0) -> list[Synthetic
     num_no_images = int(round(NO_IMAGE_FRACTION * num_items))
     empty_title = set(int(i) for i in order[:num_empty_titles])
     no_image = set(int(i) for i in order[num_empty_titles:num_empty_titles + num_no_images])
+    empty_price = _chosen_indices(rng, num_items, EMPTY_PRICE_FRACTION)
 
     type_names = tuple(ARTICLE_TYPES)
     items = []
@@ -205,10 +228,12 @@ def plan_synthetic_items(num_items: int = 2000, seed: int = 0) -> list[Synthetic
                                index in omit_colour, index in omit_type)
         if index in empty_title:
             title = ""
+        price = "" if index in empty_price else _price(np.random.default_rng([seed, 3, index]),
+                                                        spec, brand)
         items.append(SyntheticItem(
             index=index, product_id=str(FIRST_PRODUCT_ID + index), title=title, gender=gender,
             master_category=spec.master_category, article_type=article_type, base_colour=colour,
-            usage=usage, pattern=pattern, brand=brand, has_image=index not in no_image,
+            usage=usage, pattern=pattern, brand=brand, price=price, has_image=index not in no_image,
             title_omits_colour=index in omit_colour, title_omits_type=index in omit_type))
     return items
 

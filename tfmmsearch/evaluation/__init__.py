@@ -1,7 +1,8 @@
 """Search quality evaluation: protocol metrics, a BM25-over-titles baseline, task evaluators, tables.
 
 `metrics` turns scores (or exported top-k ids) and graded relevance into NDCG/Recall/MRR,
-`bm25` is the lexical baseline every learned system must beat, `protocol` runs the three
-tasks of benchmark/PROTOCOL.md (full, image_only, title_to_image) for any `SearchSystem`,
-and `report` prints the results. Pure numpy: nothing here imports TensorFlow.
+`protocol` runs the three tasks of benchmark/PROTOCOL.md (full, image_only, title_to_image)
+for any `SearchSystem`, with BM25 over titles (`tfmmsearch.data.bm25`) as the lexical
+baseline every learned system must beat, and `report` prints the results. Pure numpy:
+nothing here imports TensorFlow.
 """

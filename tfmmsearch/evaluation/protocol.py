@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from tfmmsearch.contract import has_text
-from tfmmsearch.evaluation.bm25 import B, K1, BM25Index
+from tfmmsearch.data.bm25 import B, K1, BM25Index
 from tfmmsearch.evaluation.metrics import RELEVANT_GRADE, attribute_metrics, identity_metrics
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,8 @@
-"""Okapi BM25 over product titles: the lexical baseline a learned search must beat.
+"""Okapi BM25 over product titles: the lexical search a learned one must beat.
+
+It lives in the data layer because it is two things: evaluation's baseline row, and the old
+search of the shop that the synthetic search log simulates (`synthetic_log`: what BM25
+showed is what shoppers could click).
 
 score(q, d) = sum over query tokens t of
     idf(t) * tf(t, d) * (k1 + 1) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))

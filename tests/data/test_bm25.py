@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tfmmsearch.evaluation import bm25
-from tfmmsearch.evaluation.bm25 import BM25Index, tokenize
+from tfmmsearch.data import bm25
+from tfmmsearch.data.bm25 import BM25Index, tokenize
 
 # Three documents: lengths 2, 3, 4 tokens, so avgdl = 3. N = 3, k1 = 1.5, b = 0.75.
 CORPUS = ["Red shirt", "blue SHIRT shirt", "red red shoes, now"]
