@@ -3,5 +3,6 @@
 `metrics` turns scores (or exported top-k ids) and graded relevance into NDCG/Recall/MRR,
 `bm25` is the lexical baseline every learned system must beat, `protocol` runs the three
 tasks of benchmark/PROTOCOL.md (full, image_only, title_to_image) for any `SearchSystem`,
-and `report` prints the results. Pure numpy: nothing here imports TensorFlow.
+`judged` scores a shop's human-judged queries the same way, and `report` prints the results.
+Pure numpy: nothing here imports TensorFlow.
 """
