@@ -129,3 +129,58 @@ def test_query_default_timeout_is_the_clients():
 
     args = build_parser().parse_args(["query", "127.0.0.1:8500", "q"])
     assert args.timeout == DEFAULT_TIMEOUT and args.k == 5
+
+
+# --------------------------------------------------------------------------- evaluate --judgments
+
+
+def test_evaluate_with_a_bad_judgments_file_names_its_line(tmp_path, capsys):
+    path = tmp_path / "judged.jsonl"
+    path.write_text('{"query": "red shirt", "judgments": {"p1": 1}}\n'
+                    '{"query": "blue jeans", "judgments": {"p2": "high"}}\n')
+    # The file is read before the run is opened, so the run need not exist to be refused.
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--judgments", str(path)]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"tfmmsearch: error: {path}, line 2, field 'judgments': grade of 'p2'")
+
+
+def test_evaluate_judgments_only_needs_judgments(tmp_path, capsys):
+    assert main(["evaluate", "--run", str(tmp_path), "--judgments-only"]) == 1
+    assert "needs judged queries (--judgments FILE)" in _one_error_line(capsys.readouterr().err)
+
+
+def test_evaluate_judgments_end_to_end(tiny_run, capsys):
+    """An untrained tiny run: the judged task lands in every system's row, in its own files."""
+    import json
+
+    from tfmmsearch.data.catalog import read_catalog
+    from tfmmsearch.data.judgments import JudgedQuery, write_judgments
+    from tfmmsearch.data.prepare import resolve_catalog_dir
+    from tfmmsearch.evaluation.judged import evaluate_judged
+    from tfmmsearch.evaluation.protocol import BM25System
+    from tfmmsearch.model.build import load_run_config
+
+    products = read_catalog(resolve_catalog_dir(load_run_config(tiny_run))).products
+    queries = [JudgedQuery(products[0].title, {products[0].product_id: 2, "not-sold": 1}),
+               JudgedQuery(products[-1].title, {products[-1].product_id: 1})]
+    path = write_judgments(tiny_run / "judged.jsonl", queries)
+
+    assert main(["evaluate", "--run", str(tiny_run), "--judgments", str(path),
+                 "--judgments-only"]) == 0
+    out = capsys.readouterr().out
+    assert "judged NDCG@10" in out and "full NDCG@10" not in out
+    assert "1 judged products not in the catalog (1 judgments)" in out
+    rows = json.loads((tiny_run / "evaluation-judged.json").read_text())
+    assert len(rows) == 5 and all(set(row) == {"system", "judged"} for row in rows)
+    assert {row["judged"]["num_queries"] for row in rows} == {2}
+    bm25 = evaluate_judged([BM25System()], queries, [p.product_id for p in products],
+                           [p.title for p in products],
+                           [str(p.image_path) if p.image_path else "" for p in products])
+    assert rows[0] == json.loads(json.dumps(bm25[0].to_dict()))  # the whole catalog, all splits
+    assert "(every split)" in (tiny_run / "evaluation-judged.md").read_text()
+
+    assert main(["evaluate", "--run", str(tiny_run), "--judgments", str(path),
+                 "--max-queries", "20"]) == 0
+    rows = json.loads((tiny_run / "evaluation-test-judged.json").read_text())
+    assert all({"full", "image_only", "title_to_image", "judged"} <= set(row) for row in rows)
+    assert not (tiny_run / "evaluation-test.json").exists()  # the protocol's file is not touched

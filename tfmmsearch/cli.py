@@ -66,7 +66,8 @@ def _cmd_evaluate(args) -> int:
     from tfmmsearch.evaluation.evaluate import evaluate
 
     evaluate(args.run, split=args.split, max_queries=args.max_queries,
-             title_to_image_queries=args.max_queries)
+             title_to_image_queries=args.max_queries, judgments=args.judgments,
+             judgments_only=args.judgments_only)
     return 0
 
 
@@ -250,11 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser(
-        "evaluate", help="protocol tasks (full, image_only, title_to_image) with BM25 and ablation rows")
+        "evaluate", help="protocol tasks (full, image_only, title_to_image) with BM25 and ablation rows",
+        description="Scores BM25 and the trained model's rows on the protocol tasks of a split, "
+                    "written to RUN_DIR/evaluation-<split>.{md,json}. With --judgments, the same "
+                    "rows also score a file of human-judged queries over the run's whole catalog "
+                    "(every split), written to evaluation-<split>-judged.{md,json}, or to "
+                    "evaluation-judged.{md,json} with --judgments-only.")
     evaluate.add_argument("--run", type=Path, required=True, metavar="RUN_DIR", help="a trained run")
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     evaluate.add_argument("--max-queries", type=int, default=500,
                           help="sample this many queries (and title_to_image queries); default 500")
+    evaluate.add_argument("--judgments", type=Path, default=None, metavar="FILE",
+                          help='judged queries, JSONL: {"query": "...", "judgments": '
+                               '{"<product_id>": grade}} per line, grades integers >= 0')
+    evaluate.add_argument("--judgments-only", action="store_true",
+                          help="score only the judged queries (no attribute protocol tasks, so "
+                               "the catalog needs no attribute columns)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     export = commands.add_parser(

@@ -75,8 +75,10 @@ def items_for_mode(titles: Sequence[str], item_mode: str) -> list[str]:
     return list(titles) if item_mode == FULL else [""] * len(titles)
 
 
-def _score(system: SearchSystem, query_texts: list[str], titles: list[str],
-           image_paths: list[str | None], item_mode: str) -> np.ndarray:
+def score_system(system: SearchSystem, query_texts: list[str], titles: list[str],
+                 image_paths: list[str | None], item_mode: str) -> np.ndarray:
+    """`system.score(...)`, checked (shape [Q, P], no NaN) and timed: every task scores
+    through here."""
     started = time.perf_counter()
     scores = np.asarray(system.score(query_texts, titles, image_paths, item_mode))
     expected = (len(query_texts), len(titles))
@@ -129,7 +131,7 @@ def _attribute_task(system: SearchSystem, query_texts: list[str], grades: np.nda
     visible_titles = items_for_mode(titles, item_mode)
     answerable = (grades >= RELEVANT_GRADE).any(axis=1)
     kept = [text for text, keep in zip(query_texts, answerable) if keep]
-    scores = _score(system, kept, visible_titles, image_paths, item_mode)
+    scores = score_system(system, kept, visible_titles, image_paths, item_mode)
     result = attribute_metrics(scores, grades[answerable])
     return {**result.means, "num_queries": int(answerable.sum()),
             "num_dropped": int((~answerable).sum())}
@@ -168,8 +170,8 @@ def evaluate_title_to_image(system: SearchSystem, titles: Sequence[str],
         logger.info("title_to_image: %d of %d products skipped (no title or no image)",
                     skipped, len(titles))
     query_texts = [titles[index] for index in targets]
-    scores = _score(system, query_texts, items_for_mode(titles, IMAGE_ONLY), list(image_paths),
-                    IMAGE_ONLY)
+    scores = score_system(system, query_texts, items_for_mode(titles, IMAGE_ONLY),
+                          list(image_paths), IMAGE_ONLY)
     result = identity_metrics(scores, targets)
     return {**result.means, "num_queries": len(targets), "skipped": skipped}
 
