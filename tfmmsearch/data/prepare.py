@@ -24,15 +24,14 @@ from tfmmsearch.data.queries import Query, generate_queries
 from tfmmsearch.data.schema import Catalog
 from tfmmsearch.data.search_log import TimeSplit, read_search_log, split_by_time
 from tfmmsearch.data.splits import split_products
-from tfmmsearch.data.synthetic import generate_synthetic_catalog
-from tfmmsearch.data.synthetic_log import generate_synthetic_search_log
+from tfmmsearch.data.synthetic import CSV_COLUMNS, generate_synthetic_catalog
+from tfmmsearch.data.synthetic_log import SEARCH_LOG_FILE, generate_synthetic_search_log
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _SYNTHETIC_MARKER = "synthetic.json"
 _SYNTHETIC_LOG_MARKER = "synthetic_log.json"
-SYNTHETIC_LOG_NAME = "search_log.jsonl"
 LOG_SPLIT_FILE = "search_log_split.json"
 
 
@@ -56,14 +55,18 @@ def resolve_catalog_dir(config: Config) -> Path:
         return Path(config.data.catalog_dir)
     synthetic = config.data.synthetic
     out_dir = Path(config.data.work_dir) / "synthetic_catalog"
-    params = {"num_items": synthetic.num_items, "seed": synthetic.seed, "image_size": synthetic.image_size}
+    # The generator's columns are part of the marker: a catalog drawn by an older version
+    # (fewer columns) is drawn again rather than reused.
+    params = {"num_items": synthetic.num_items, "seed": synthetic.seed,
+              "image_size": synthetic.image_size, "columns": list(CSV_COLUMNS)}
     marker = out_dir / _SYNTHETIC_MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         logger.info("using the synthetic catalog already at %s", out_dir)
         return out_dir
     logger.info("generating a synthetic catalog of %d items (seed %d) into %s",
                 synthetic.num_items, synthetic.seed, out_dir)
-    generate_synthetic_catalog(out_dir, **params)
+    generate_synthetic_catalog(out_dir, num_items=synthetic.num_items, seed=synthetic.seed,
+                               image_size=synthetic.image_size)
     marker.write_text(json.dumps(params))
     return out_dir
 
@@ -84,7 +87,7 @@ def resolve_search_log(config: Config, catalog: Catalog) -> Path:
     params = {"num_sessions": log.synthetic_sessions, "days": log.synthetic_days,
               "catalog": {"num_items": synthetic.num_items, "seed": synthetic.seed,
                           "image_size": synthetic.image_size}}
-    path = Path(catalog.root) / SYNTHETIC_LOG_NAME
+    path = Path(catalog.root) / SEARCH_LOG_FILE
     marker = Path(catalog.root) / _SYNTHETIC_LOG_MARKER
     if path.is_file() and marker.is_file() and json.loads(marker.read_text()) == params:
         logger.info("using the synthetic search log already at %s", path)

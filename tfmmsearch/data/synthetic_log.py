@@ -41,7 +41,7 @@ from tfmmsearch.data.bm25 import BM25Index
 from tfmmsearch.data.phrasing import colour_phrases, normalise_key, type_phrases
 from tfmmsearch.data.queries import clean_value
 from tfmmsearch.data.schema import Product, products_by_id
-from tfmmsearch.data.search_log import SESSION_FIELDS
+from tfmmsearch.contract import SEARCH_LOG_FIELDS
 
 SEARCH_LOG_FILE = "search_log.jsonl"  # its name inside a synthetic catalog directory
 SHOWN_PER_SESSION = 20
@@ -333,7 +333,7 @@ def generate_synthetic_search_log(products: Sequence[Product], out_path: str | P
         row = shown[i]
         values = (session_ids[i], timestamp, sessions[i].query, [ids[j] for j in row],
                   [ids[j] for j in row[clicked[i]]], [ids[j] for j in row[purchased[i]]])
-        lines.append(json.dumps(dict(zip(SESSION_FIELDS, values)), ensure_ascii=False) + "\n")
+        lines.append(json.dumps(dict(zip(SEARCH_LOG_FIELDS, values)), ensure_ascii=False) + "\n")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _write_text_atomically(out_path, "".join(lines))
 

@@ -57,12 +57,12 @@ def estimate_log_position_bias(config: Config, prepared: PreparedData,
     method = config.data.search_log.position_bias
     if method == "none":
         return None
-    pair_features = None
-    if method == "regression_em":
-        from tfmmsearch.data.pair_features import lexical_pair_features
+    if method == "em":
+        return estimate_position_bias(prepared.search_log.train, progress=progress)
+    from tfmmsearch.data.pair_features import lexical_pair_features
 
-        pair_features = lexical_pair_features(
-            {p.product_id: p.title for p in prepared.catalog.products})
+    pair_features = lexical_pair_features(
+        {p.product_id: p.title for p in prepared.catalog.products})
     return estimate_position_bias(prepared.search_log.train, progress=progress,
                                   pair_features=pair_features)
 
