@@ -50,7 +50,7 @@ def _cmd_demo(args) -> int:
 def _cmd_train(args) -> int:
     from tfmmsearch.training.train import train
 
-    result = train(_config(args), args.out)
+    result = train(_config(args), args.out, warm_start=args.warm_start)
     if result.already_complete:
         print(f"\n{result.run_dir} is already complete: nothing to train (use a new --out to "
               "train again)")
@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "config is refused, naming the changed keys; a finished run is left as it is.")
     _add_config_args(train, DEFAULT_CONFIG)
     train.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
+    train.add_argument("--warm-start", type=Path, default=None, metavar="RUN_DIR_OR_EXPORT",
+                       help="start from an earlier run's (or export's) weights, e.g. a feedback "
+                            "round on newer log days (data.search_log.train_from)")
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser(

@@ -10,6 +10,7 @@ nothing is worse than no key.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import types
 import typing
@@ -174,6 +175,11 @@ class SearchLogConfig:
     synthetic_sessions: int = 0
     synthetic_days: int = 30
     time_split: TimeSplitConfig = field(default_factory=TimeSplitConfig)
+    # Train on part of the training days only (UTC dates, inclusive; empty: open): a feedback
+    # round warm-started from an earlier model trains on the days that model has not seen.
+    # Validation and test days stay those of the whole log's time split.
+    train_from: str = ""
+    train_until: str = ""
     purchase_weight: float = 3.0
     click_weight: float = 1.0
     position_bias: str = "regression_em"  # regression_em | em | none
@@ -181,6 +187,18 @@ class SearchLogConfig:
     skipped_as_negatives: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("train_from", "train_until"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    datetime.date.fromisoformat(value)
+                except ValueError:
+                    raise ConfigError(f"data.search_log.{name}: {value!r} is not a date like "
+                                      f"2026-10-31", f"data.search_log.{name}") from None
+        if self.train_from and self.train_until and self.train_from > self.train_until:
+            raise ConfigError(f"data.search_log: train_from {self.train_from} is after "
+                              f"train_until {self.train_until}", "data.search_log.train_from",
+                              ("data.search_log.train_until",))
         _check_range("data.search_log.synthetic_sessions", self.synthetic_sessions, 0)
         _check_range("data.search_log.synthetic_days", self.synthetic_days, 1)
         _check_range("data.search_log.purchase_weight", self.purchase_weight, 0.0)

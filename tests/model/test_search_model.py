@@ -12,8 +12,8 @@ from tfmmsearch.model.search_model import MultimodalSearchModel
 TEXT_DIM, IMAGE_DIM, QUERY_DIM, BATCH = 6, 5, 4, 8
 
 
-def make_model(**loss_weights) -> MultimodalSearchModel:
-    config = ModelConfig(embedding_dim=8, ranking_candidates=4)
+def make_model(ranking_candidates: int = 4, **loss_weights) -> MultimodalSearchModel:
+    config = ModelConfig(embedding_dim=8, ranking_candidates=ranking_candidates)
     for name, value in {"ranking": 0.0, "alignment": 0.0, **loss_weights}.items():
         setattr(config.loss_weights, name, value)
     tf.keras.utils.set_random_seed(0)
@@ -89,3 +89,62 @@ def test_text_term_trains_the_title_path_and_both_terms_add_up():
                                  tower.get_layer("image_projection").trainable_variables[0]])
     assert float(tf.reduce_max(tf.abs(grads[0]))) > 0
     assert grads[1] is None or float(tf.reduce_max(tf.abs(grads[1]))) == 0.0
+
+
+# --------------------------------------------------------------------------- search-log signals
+
+
+def log_batch(seed: int = 0, weights=None, grades=None, query_ids=None) -> dict:
+    """A batch of search-log pairs: no attribute named, one weight and grade per pair."""
+    features = batch(seed)
+    features.update({
+        "query_attributes": tf.fill([BATCH, 4], -1), "item_attributes": tf.fill([BATCH, 4], -1),
+        "sample_weight": tf.constant(weights or [1.0] * BATCH, tf.float32),
+        "positive_grade": tf.constant(grades or [2] * BATCH, tf.int32),
+        "query_id": tf.constant(query_ids or list(range(BATCH)), tf.int32)})
+    return features
+
+
+def with_negatives(features, present, seed: int = 5) -> dict:
+    other = batch(seed)
+    return dict(features, negative_title_features=other["title_features"],
+                negative_image_features=other["image_features"],
+                negative_has_title=tf.ones([BATCH], tf.bool),
+                negative_has_image=tf.ones([BATCH], tf.bool),
+                has_negative=tf.constant(present))
+
+
+def test_sample_weights_weight_each_pairs_retrieval_and_ranking_loss():
+    model = make_model(BATCH, ranking=1.0)  # every item a candidate: no draw
+    plain = losses(model, log_batch())
+    doubled = losses(model, log_batch(weights=[2.0] * BATCH))
+    assert doubled["retrieval_loss"] == pytest.approx(2 * plain["retrieval_loss"], rel=1e-5)
+    assert doubled["ranking_loss"] == pytest.approx(2 * plain["ranking_loss"], rel=1e-5)
+    zero_first = losses(model, log_batch(weights=[0.0] + [1.0] * (BATCH - 1)))
+    assert zero_first["retrieval_loss"] < plain["retrieval_loss"]
+
+
+def test_a_pair_grade_labels_its_own_item_for_the_ranking_head():
+    model = make_model(BATCH, ranking=1.0)  # every item a candidate: no draw
+    graded = losses(model, log_batch())
+    assert graded["ranking_loss"] > 0
+    unlabelled = losses(model, log_batch(grades=[0] * BATCH))  # nothing relevant: no signal
+    assert unlabelled["ranking_loss"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_pairs_of_the_same_query_are_not_each_others_negatives():
+    model = make_model()
+    distinct = losses(model, log_batch())
+    shared = losses(model, log_batch(query_ids=[0, 0, 0, 0, 1, 1, 1, 1]))
+    assert shared["retrieval_loss"] < distinct["retrieval_loss"]  # fewer negatives per softmax
+
+
+def test_a_skipped_product_joins_its_pairs_ranking_list_and_a_missing_one_is_masked():
+    model = make_model(BATCH, ranking=1.0)  # every item a candidate: no draw
+    features = log_batch()
+    without = losses(model, features)
+    absent = losses(model, with_negatives(features, [False] * BATCH))
+    assert absent["ranking_loss"] == pytest.approx(without["ranking_loss"], rel=1e-5)
+    present = losses(model, with_negatives(features, [True] * BATCH))
+    assert present["ranking_loss"] > without["ranking_loss"]  # one more grade-0 competitor
+    assert present["retrieval_loss"] == pytest.approx(without["retrieval_loss"], rel=1e-6)

@@ -163,3 +163,30 @@ def test_words_add_hashed_query_and_title_words(catalog):
     for example, row in enumerate(elements(dataset)):
         np.testing.assert_array_equal(row["title_words"], titles[examples.product_index[example]])
         np.testing.assert_array_equal(row["query_words"], queries[examples.query_index[example]])
+
+
+def test_log_pairs_carry_their_skipped_products_inputs(catalog):
+    from tfmmsearch.data.log_pairs import LogPair
+    from tfmmsearch.training.examples import AttributeIds, log_examples
+
+    products, _, items = catalog
+    examples = log_examples([LogPair("red tee", "p0", 2, 3.0, 2, ("p1",)),
+                             LogPair("tee", "p2", 1, 1.0, 1, ())], products,
+                            AttributeColumnsConfig(), AttributeIds.unread())
+    cached = {"title_features": np.arange(len(products), dtype=np.float32)[:, None] * [1, 1],
+              "image_features": -np.arange(len(products), dtype=np.float32)[:, None] * [1, 1, 1]}
+    dataset = training_dataset(examples, items, batch_size=2, seed=0, image_size=SIZE,
+                               cached=cached, shuffle=False)
+    assert {"negative_title_features", "negative_image_features", "negative_has_title",
+            "negative_has_image", "negative_product_id", "has_negative"} <= set(dataset.element_spec)
+    first, second = elements(dataset)
+    assert first["has_negative"] and not second["has_negative"]
+    np.testing.assert_array_equal(first["negative_title_features"], [1, 1])  # p1's row
+    np.testing.assert_array_equal(first["negative_image_features"], [-1, -1, -1])
+    assert first["negative_product_id"] == b"p1"
+    assert (first["sample_weight"], first["positive_grade"]) == (3.0, 2)
+    raw = elements(training_dataset(examples, items, batch_size=2, seed=0, image_size=SIZE,
+                                    shuffle=False))[0]
+    assert raw["negative_title"].decode() == items.titles[1]
+    assert raw["negative_image"].shape == (SIZE, SIZE, 3)
+    assert raw["negative_image"][..., 1].mean() > 0.9  # p1 is the green tee

@@ -292,3 +292,32 @@ def test_item_source_is_a_checked_choice_defaulting_to_memory():
     assert load_config(REPO_ROOT / "configs" / "demo.yaml").training.item_source == "tfds"
     with pytest.raises(ConfigError, match="training.item_source: 'disk' is not one of memory, tfds"):
         load_config(None, ["training.item_source=disk"])
+
+
+def test_log_pairs_stream_over_every_split_they_touch(catalog):
+    """Search-log pairs name products of any split: the stream reads the splits one after
+    another and gives each pair once, with the pair's weight, grade and query id."""
+    from tfmmsearch.data.log_pairs import LogPair
+    from tfmmsearch.training.examples import AttributeIds, log_examples
+
+    pairs = [LogPair("red tee", "p6", 2, 3.0, 1, ()), LogPair("red tee", "p0", 1, 1.5, 2, ()),
+             LogPair("tee", "p1", 1, 1.0, 1, ())]
+    examples = log_examples(pairs, catalog.products, AttributeColumnsConfig(),
+                            AttributeIds.unread(), with_negatives=False)
+    ids = [p.product_id for p in catalog.products]
+    dataset = streaming_training_dataset(
+        examples, ids, catalog.builder, catalog.split_ids + ["p6"], batch_size=1, seed=0,
+        image_size=SIZE, splits=("train", "validation"), shuffle=False)
+    streamed = {(row["query"].decode(), row["product_id"].decode()):
+                (row["sample_weight"], row["positive_grade"], row["query_id"])
+                for row in rows(dataset)}
+    assert streamed == {("red tee", "p6"): (3.0, 2, 0), ("red tee", "p0"): (1.5, 1, 0),
+                        ("tee", "p1"): (1.0, 1, 1)}
+    with pytest.raises(ValueError, match="not in split 'train'"):  # one split is not enough
+        streaming_training_dataset(examples, ids, catalog.builder, catalog.split_ids,
+                                   batch_size=1, seed=0, image_size=SIZE)
+    negatives = log_examples([LogPair("tee", "p1", 1, 1.0, 2, ("p0",))], catalog.products,
+                             AttributeColumnsConfig(), AttributeIds.unread())
+    with pytest.raises(ValueError, match="item_source: memory"):
+        streaming_training_dataset(negatives, ids, catalog.builder, catalog.split_ids,
+                                   batch_size=1, seed=0, image_size=SIZE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import date
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,6 +110,10 @@ def _prepare_search_log(config: Config, catalog: Catalog, work_dir: Path,
                           fields=log_config.fields or None)
     time_split = log_config.time_split
     split = split_by_time(log, (time_split.train, time_split.validation, time_split.test))
+    if log_config.train_from or log_config.train_until:
+        split = split.with_training_days(
+            date.fromisoformat(log_config.train_from) if log_config.train_from else None,
+            date.fromisoformat(log_config.train_until) if log_config.train_until else None)
     summary = {"source": str(path), "read": log.report.summary(),
                "skipped": dict(log.report.skipped),
                "sessions": {name: len(sessions) for name, sessions in split.splits().items()},

@@ -320,6 +320,22 @@ class TimeSplit:
     def splits(self) -> dict[str, list[Session]]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
+    def with_training_days(self, first: date | None = None, last: date | None = None) -> "TimeSplit":
+        """The same split training only on days `first`..`last` (inclusive; None: open), e.g. the
+        new days of a feedback round; validation and test are unchanged, and the unseen-query
+        share is recomputed against the training days kept."""
+        kept_days = [day for day in self.days["train"]
+                     if (first is None or day >= first) and (last is None or day <= last)]
+        if not kept_days:
+            raise ValueError(f"no training day of the log lies in {first or '...'} to "
+                             f"{last or '...'} (training days: {self.days['train'][0]} to "
+                             f"{self.days['train'][-1]})" if self.days["train"] else
+                             "the log has no training days")
+        kept = set(kept_days)
+        train = [s for s in self.train if s.day in kept]
+        return TimeSplit(train, self.validation, self.test,
+                         {**self.days, "train": kept_days}, _unseen_share(train, self.test))
+
 
 def split_by_time(log: SearchLog, fractions: tuple[float, float, float] = DEFAULT_SPLIT) -> TimeSplit:
     """Splits the log into train / validation / test by time, whole UTC days to each.
@@ -351,6 +367,11 @@ def split_by_time(log: SearchLog, fractions: tuple[float, float, float] = DEFAUL
     parts = (days[:first], days[first:second], days[second:])
     lists = [[s for day in part for s in by_day[day]] for part in parts]
     train, validation, test = lists
+    return TimeSplit(train, validation, test, dict(zip(SPLIT_NAMES, map(list, parts))),
+                     _unseen_share(train, test))
+
+
+def _unseen_share(train: list[Session], test: list[Session]) -> float | None:
+    """Share of test sessions whose query (case and spacing ignored) no training session typed."""
     seen = {query_key(s.query) for s in train}
-    unseen = (sum(query_key(s.query) not in seen for s in test) / len(test)) if test else None
-    return TimeSplit(train, validation, test, dict(zip(SPLIT_NAMES, map(list, parts))), unseen)
+    return (sum(query_key(s.query) not in seen for s in test) / len(test)) if test else None

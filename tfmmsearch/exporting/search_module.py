@@ -120,13 +120,10 @@ class SearchModule(tf.Module):
     def __init__(self, model, top_k: int = 100, rerank_candidates: int = 100):
         super().__init__(name="tfmmsearch")
         self._model = _Untracked(model)
-        # What the signatures call, tracked so that the SavedModel carries its variables.
-        self.text_encoder = model.encoders.text
-        self.image_encoder = model.encoders.image
-        self.query_encoder = model.encoders.query
-        self.item_tower = model.item_tower
-        self.query_tower = model.query_tower
-        self.ranking_head = model.ranking_head
+        # What the signatures call, tracked so that the SavedModel carries its variables
+        # (under the names a warm start reads them back by).
+        for name, part in model.exported_parts().items():
+            setattr(self, name, part)
         self.image_size = model.image_size
         self.top_k = top_k
         self.rerank_candidates = max(top_k, rerank_candidates)

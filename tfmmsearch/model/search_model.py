@@ -96,6 +96,13 @@ class MultimodalSearchModel(tfrs.Model):
         self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros,
                           "mask": tf.ones([1, 1, len(MODALITIES)])}, coverage=tf.zeros([1, 1]))
 
+    def exported_parts(self) -> dict:
+        """The parts an export tracks (and so saves) by name: everything its signatures call.
+        A warm start from an export reads them back under the same names."""
+        return {"text_encoder": self.encoders.text, "image_encoder": self.encoders.image,
+                "query_encoder": self.encoders.query, "item_tower": self.item_tower,
+                "query_tower": self.query_tower, "ranking_head": self.ranking_head}
+
     # ------------------------------------------------------------------ the inference surface
 
     @property

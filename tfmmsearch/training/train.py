@@ -43,6 +43,7 @@ from tfmmsearch.model.build import (
 )
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.search_model import MultimodalSearchModel
+from tfmmsearch.model.warm_start import warm_start as warm_start_from
 from tfmmsearch.progress import is_terminal
 from tfmmsearch.training.callbacks import (
     EpochHistory,
@@ -60,6 +61,8 @@ from tfmmsearch.training.strategy import is_chief, make_strategy, task_name
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+BACKUP_DIR = "backup"  # BackupAndRestore's state: what a rerun resumes from
+WARM_START_FILE = "warm_start.json"  # where a warm-started run's first weights came from
 HISTORY_FILE = "history.json"  # per-epoch logs, kept across resumes
 
 
@@ -161,12 +164,16 @@ def _optimizer(config: Config, steps_per_epoch: int) -> tf.keras.optimizers.Opti
     return tf.keras.optimizers.Adam(schedule)
 
 
-def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> TrainResult:
-    """Trains the configured model into `run_dir`; rerunning the same call resumes from backup."""
+def train(config: Config, run_dir: str | Path, verbose: int | None = None,
+          warm_start: str | Path | None = None) -> TrainResult:
+    """Trains the configured model into `run_dir`; rerunning the same call resumes from backup.
+
+    `warm_start` (a run directory or an export) gives the starting weights of a new run (see
+    model/warm_start.py); a resumed run continues from its own backup instead."""
     start = time.time()
     run_dir = Path(run_dir)
     chief = is_chief()
-    finished = check_resumable(run_dir, config)  # before anything is written
+    finished = check_resumable(run_dir, config, warm_start)  # before anything is written
     if finished is not None:
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,6 +229,11 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
         model = build_model(config, encoders, dims)
         model.compile(optimizer=_optimizer(config, steps_per_epoch),
                       jit_compile=config.training.xla or None)
+        if warm_start is not None and not (run_dir / BACKUP_DIR).exists():
+            model.build_heads()
+            warm_start_from(model, warm_start)
+    if warm_start is not None and chief:
+        write_json_atomically(run_dir / WARM_START_FILE, {"source": str(warm_start)})
 
     score_fn, grades = _validation_scorer(prepared, cached, items, store, config)
     validation = ValidationRanking(score_fn, grades)
@@ -235,7 +247,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
         # history.json before the backup says it is done (a crash between them redoes it).
         epochs_log,
         tf.keras.callbacks.BackupAndRestore(
-            str(run_dir / "backup"),
+            str(run_dir / BACKUP_DIR),
             save_freq=config.training.steps_per_checkpoint or "epoch",
             delete_checkpoint=False),
     ]
@@ -263,7 +275,8 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
         _write_projector(run_dir, model, prepared, cached, items, config)
         summary = {"complete": True, "history": history, "validation": final_validation,
                    "train_pairs": len(examples), "steps_per_epoch": steps_per_epoch,
-                   "seconds": round(time.time() - start, 1)}
+                   "seconds": round(time.time() - start, 1),
+                   "warm_start": None if warm_start is None else str(warm_start)}
         write_json_atomically(run_dir / METRICS_FILE, summary)
         logger.info("run finished in %.0f s: weights %s, checkpoints %s, TensorBoard logs %s, "
                     "metrics %s", time.time() - start, run_dir / RUN_WEIGHTS,
@@ -272,12 +285,21 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None) -> Tr
     return TrainResult(run_dir, history, final_validation, time.time() - start)
 
 
-def check_resumable(run_dir: Path, config: Config) -> TrainResult | None:
-    """Refuses a rerun whose config differs from the run's (naming the changed keys, changing
-    nothing); returns the finished run's result when it is already complete; else None."""
+def check_resumable(run_dir: Path, config: Config,
+                    warm_start: str | Path | None = None) -> TrainResult | None:
+    """Refuses a rerun whose config (or warm start) differs from the run's (naming what
+    changed, changing nothing); returns the finished run's result when it is already
+    complete; else None."""
     stored_path = run_dir / RUN_CONFIG
     if not stored_path.is_file():
         return None
+    warm_path = run_dir / WARM_START_FILE
+    earlier = json.loads(warm_path.read_text())["source"] if warm_path.is_file() else None
+    if (warm_path.is_file() or (run_dir / BACKUP_DIR).exists()) and earlier != (
+            None if warm_start is None else str(warm_start)):
+        raise ConfigError(f"{run_dir} was started with --warm-start {earlier or '(none)'}, not "
+                          f"{warm_start or '(none)'}. Nothing was changed. Rerun with the same "
+                          f"warm start to resume it, or pass a new --out")
     stored = config_to_dict(load_config(stored_path))
     changed = _changed_keys(stored, config_to_dict(config))
     if changed:
