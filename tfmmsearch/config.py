@@ -498,6 +498,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}", key)
         return value
     if hint is str:
+        if isinstance(value, datetime.date):  # YAML reads 2026-10-31 as a date
+            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}", key)
         return value
