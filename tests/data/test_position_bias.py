@@ -1,5 +1,6 @@
 """Position-bias estimation: EM recovers a known examination curve from simulated clicks where
-the raw CTR curve does not, and the weights, serialisation and input errors behave."""
+the raw CTR curve does not, regression-EM does so where every query is always ranked the same
+way (which defeats the free EM), and the weights, serialisation and input errors behave."""
 
 from __future__ import annotations
 
@@ -41,6 +42,27 @@ def simulate(theta: np.ndarray, sessions: int = 20_000, queries: int = 100,
     return log
 
 
+def simulate_fixed_ranking(theta: np.ndarray, sessions: int = 5_000, queries: int = 200,
+                           candidates: int = 30, seed: int = 0):
+    """Clicks from P(click) = theta[rank] * sigmoid(1.5 x - 1) for a known feature x per pair,
+    each query's products always ranked by x (no pair is ever seen at two ranks). The queries'
+    x levels differ, so a given x sits high under one query and low under another. Returns the
+    log and a pair_features giving x."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(rng.normal(0.0, 1.0, size=(queries, 1)), 1.0, size=(queries, candidates))
+    gamma = 1.0 / (1.0 + np.exp(-(1.5 * x - 1.0)))
+    query = rng.integers(queries, size=sessions)
+    order = np.argsort(-x, axis=1)[query, :len(theta)]
+    clicks = rng.random(order.shape) < theta * np.take_along_axis(gamma[query], order, axis=1)
+    log = []
+    for n in range(sessions):
+        shown = [f"q{query[n]}-p{product}" for product in order[n]]
+        log.append(_session(n, f"query {query[n]}", shown,
+                            [p for p, clicked in zip(shown, clicks[n]) if clicked]))
+    feature = {f"q{q}-p{p}": x[q, p] for q in range(queries) for p in range(candidates)}
+    return log, lambda queries, products: np.array([[feature[p]] for p in products])
+
+
 def _relative_ctr(bias: PositionBias) -> np.ndarray:
     ctr = bias.clicks / bias.impressions
     return ctr / ctr[0]
@@ -59,6 +81,66 @@ def test_em_recovers_the_curve_that_raw_ctr_gets_wrong(theta):
     assert np.all(_relative_ctr(bias)[1:] < theta[1:])
     assert bias.impressions.tolist() == [20_000] * 10
     assert bias.clicks.sum() == sum(len(s.clicked) for s in log)
+    assert bias.method == "em"
+
+
+@pytest.mark.parametrize("theta", [POWER_CURVE, STEP_CURVE], ids=["power", "step"])
+def test_regression_em_recovers_the_curve_of_an_unvarying_ranking(theta):
+    log, features = simulate_fixed_ranking(theta)
+    regression = estimate_position_bias(log, iterations=300, tolerance=1e-5,
+                                        pair_features=features)
+    assert regression.method == "regression_em" and regression.converged
+    np.testing.assert_allclose(regression.propensities, theta, atol=0.04)
+    free = estimate_position_bias(log, iterations=300, tolerance=1e-5)
+    assert free.method == "em"
+    assert np.abs(free.propensities - theta).max() > 0.1  # where it started, not the truth
+    assert np.abs(_relative_ctr(regression) - theta).max() > 0.08  # confounded by the ranking
+
+
+def test_regression_em_does_not_warn_about_an_unvarying_ranking(caplog):
+    log, features = simulate_fixed_ranking(POWER_CURVE, sessions=1_000)
+    with caplog.at_level(logging.WARNING, logger="tfmmsearch.data.position_bias"):
+        estimate_position_bias(log, iterations=5, pair_features=features)
+    assert "barely identified" not in caplog.text
+
+
+def test_features_that_say_nothing_leave_the_raw_ctr_curve():
+    """A constant relevance puts all of the CTR's fall on examination; constant columns are
+    dropped rather than making the regression singular."""
+    log = simulate(POWER_CURVE, sessions=2_000)
+    bias = estimate_position_bias(log, iterations=300, tolerance=1e-7,
+                                  pair_features=lambda q, p: np.full((len(p), 2), [1.0, 3.0]))
+    assert bias.converged
+    np.testing.assert_allclose(bias.propensities, _relative_ctr(bias), atol=1e-4)
+
+
+def test_pair_features_gets_each_distinct_pair_once_with_the_query_as_first_typed():
+    calls = []
+
+    def features(queries, products):
+        calls.append((queries, products))
+        return np.arange(len(products), dtype=np.float64)[:, None]
+
+    sessions = [_session(0, "Red  Shirt", ["x", "y"], ["x"]),
+                _session(1, "red shirt", ["y", "x", "z"], ["y"]),
+                _session(2, "Blue", ["x"], ["x"])]
+    bias = estimate_position_bias(sessions, iterations=3, pair_features=features)
+    assert calls == [(["Red  Shirt"] * 3 + ["Blue"], ["x", "y", "z", "x"])]
+    assert bias.method == "regression_em"
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda n: np.zeros((n + 1, 2)), r"shape \(4, 2\) for 3 distinct"),
+    (lambda n: np.zeros(n), r"shape \(3,\) for 3"),
+    (lambda n: np.zeros((n, 0)), r"expected \(3, F\) with F >= 1"),
+    (lambda n: np.array([[0.0, 1.0], [np.nan, 1.0], [0.0, np.inf]]),
+     r"NaN or infinite values in 2 of 3 rows \(column\(s\) \[0, 1\]\)"),
+    (lambda n: [["a"]] * n, "must return numbers"),
+], ids=["rows", "one-dimensional", "no-columns", "nan-inf", "strings"])
+def test_bad_pair_features_are_refused(answer, message):
+    sessions = [_session(0, "a", ["x", "y"], ["x"]), _session(1, "b", ["x"], [])]
+    with pytest.raises(ValueError, match=message):
+        estimate_position_bias(sessions, pair_features=lambda q, p: answer(len(p)))
 
 
 def test_an_unvarying_ranking_warns_that_the_curve_is_not_identified(caplog):
@@ -144,6 +226,16 @@ def test_to_dict_from_dict_round_trip():
     np.testing.assert_array_equal(again.clicks, bias.clicks)
     assert (again.iterations, again.converged) == (bias.iterations, bias.converged)
     assert again.impressions.dtype == np.int64 and again.propensities.dtype == np.float64
+    assert again.method == "em"
+
+
+def test_the_method_round_trips_and_older_dicts_are_free_em():
+    log, features = simulate_fixed_ranking(STEP_CURVE, sessions=500)
+    values = estimate_position_bias(log, iterations=3, pair_features=features).to_dict()
+    assert values["method"] == "regression_em"
+    assert PositionBias.from_dict(values).method == "regression_em"
+    del values["method"]  # as written before regression-EM existed
+    assert PositionBias.from_dict(values).method == "em"
 
 
 @pytest.mark.parametrize("change, field", [
@@ -158,6 +250,7 @@ def test_to_dict_from_dict_round_trip():
     ({"clicks": [5, 2, 1.5, 0]}, "clicks must be a list of integers"),
     ({"iterations": -1}, "iterations"),
     ({"converged": "yes"}, "converged"),
+    ({"method": "gbdt"}, "method must be one of em, regression_em"),
 ])
 def test_from_dict_names_the_bad_field(change, field):
     values = _bias().to_dict()
