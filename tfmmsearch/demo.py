@@ -1,8 +1,10 @@
 """`make demo`: the main job end to end on the embedded synthetic catalog.
 
-synthetic catalog -> validation -> splits + graded queries -> TFDS shards -> tiny TF-Hub towers
--> multi-task training (checkpoints, TensorBoard) -> protocol evaluation with BM25 and ablations
--> versioned SavedModel export -> three searches through its `serving_default` signature.
+synthetic catalog + simulated search log -> validation -> splits (products; log sessions by
+day) + graded attribute queries -> TFDS shards -> tiny TF-Hub towers -> multi-task training on
+attribute queries and the log's clicks and purchases (position-bias weighted; checkpoints,
+TensorBoard) -> protocol evaluation with BM25 and ablations -> versioned SavedModel export ->
+three searches through its `serving_default` signature.
 Each run starts a fresh run directory; the data and hub caches are reused.
 """
 
@@ -40,11 +42,18 @@ def run_demo(config: Config, run_dir: str | Path | None = None) -> dict:
     run_dir = Path(run_dir or Path(config.data.work_dir).parent / "run")
     report: dict = {}
 
-    _banner("1/6 data: synthetic catalog, validation, splits, attribute queries")
+    _banner("1/6 data: synthetic catalog and search log, validation, splits, attribute queries")
     prepared = prepare_data(config)
     print(f"catalog {prepared.catalog.source}: {prepared.catalog.report.summary()}")
     for split, ids in prepared.splits.items():
         print(f"  {split:10s} {len(ids):5d} products {len(prepared.queries[split]):6d} queries")
+    if prepared.search_log is not None:
+        log = prepared.search_log
+        print("search log by day: " + ", ".join(
+            f"{name} {len(sessions)} sessions ({log.days[name][0]} to {log.days[name][-1]})"
+            for name, sessions in log.splits().items() if sessions))
+        if log.unseen_query_share is not None:
+            print(f"  test-day queries never typed on a training day: {log.unseen_query_share:.1%}")
     # The same shards training streams its items from (training.item_source: tfds); train()
     # reuses them.
     builder = prepare_item_source(prepared, config)

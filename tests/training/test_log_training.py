@@ -48,8 +48,7 @@ def shop(tmp_path_factory):
 def log_overrides(catalog: Path, log: Path, work_dir: Path, *extra: str) -> list[str]:
     return [f"data.catalog_dir={catalog}", f"data.work_dir={work_dir}",
             f"data.search_log.path={log}", "data.sources.attributes=0",
-            "data.sources.search_log=1", "training.item_source=memory",
-            "data.search_log.position_bias=em", *extra]
+            "data.sources.search_log=1", "training.item_source=memory", *extra]
 
 
 @pytest.fixture(scope="module")

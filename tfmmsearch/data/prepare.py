@@ -129,8 +129,15 @@ def _prepare_search_log(config: Config, catalog: Catalog, work_dir: Path,
     return split
 
 
-def prepare_data(config: Config, progress: bool = True) -> PreparedData:
-    """Runs the data stage of `config` and returns the prepared catalog, splits and queries."""
+def prepare_data(config: Config, progress: bool = True,
+                 attribute_queries: bool | None = None) -> PreparedData:
+    """Runs the data stage of `config` and returns the prepared catalog, splits and queries.
+
+    `attribute_queries` (default: when attributes are a training source) generates the
+    attribute queries; the protocol evaluation asks for them even for a run that trained on
+    the log alone, since they are its labels (the model never reads those columns)."""
+    if attribute_queries is None:
+        attribute_queries = config.data.sources.attributes > 0
     data = config.data
     work_dir = Path(data.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +149,7 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
     for split in SPLITS:
         phrasing = "train" if split == "train" else "heldout"
         queries[split] = []
-        if data.sources.attributes > 0:
+        if attribute_queries:
             queries[split] = generate_queries(
                 catalog.subset(splits[split]).products,
                 data.attributes,
@@ -155,7 +162,7 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
         _write_queries(work_dir / f"queries_{split}.jsonl", queries[split])
         logger.info("%s split: %d products, %d attribute queries%s",
                     split, len(splits[split]), len(queries[split]),
-                    f" ({phrasing} phrasings)" if data.sources.attributes > 0 else
+                    f" ({phrasing} phrasings)" if attribute_queries else
                     " (attributes are not a training source)")
     (work_dir / "splits.json").write_text(json.dumps(splits))
     logger.info("wrote splits.json and queries_{train,validation,test}.jsonl to %s", work_dir)

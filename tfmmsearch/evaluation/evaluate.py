@@ -69,10 +69,15 @@ def evaluate(run_dir: str | Path, split: str = "test", max_queries: int | None =
     systems = [BM25System()] + model_systems(model)
     header, rows, catalog = "", None, None
     if not judgments_only:
-        prepared = prepare_data(config, progress=False)
+        prepared = prepare_data(config, progress=False, attribute_queries=True)
         catalog = prepared.catalog
         products = prepared.split_catalog(split).products
         queries = list(prepared.queries[split])
+        if not queries:
+            raise ValueError(f"no attribute queries on split {split!r}: the catalog has no "
+                             f"usable attribute columns (data.attributes) for the protocol "
+                             f"tasks; evaluate with judged queries instead: tfmmsearch "
+                             f"evaluate --run {run_dir} --judgments FILE --judgments-only")
         if max_queries is not None and len(queries) > max_queries:
             queries = random.Random(seed).sample(queries, max_queries)
         grades = grade_matrix(queries, products, config.data.attributes)

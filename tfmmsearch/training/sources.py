@@ -117,5 +117,5 @@ def write_position_bias(bias: PositionBias, run_dir: Path, clip: float) -> None:
         tf.summary.text("position_bias/table", bias.table(clip), step=0)
     writer.close()
     logger.info("position bias (%s, %d ranks, converged: %s) written to %s and TensorBoard",
-                getattr(bias, "method", "em"), bias.max_rank, bias.converged,
+                bias.method, bias.max_rank, bias.converged,
                 run_dir / POSITION_BIAS_FILE)
