@@ -108,7 +108,7 @@ class RecordingSystem:
         return scores
 
 
-def train_variant(config, run_dir: Path):
+def train_variant(config, run_dir: Path, warm_start: Path | None = None):
     """Trains unless run_dir already holds this config's final weights (reuse on rerun)."""
     weights = run_dir / (RUN_WEIGHTS + ".index")
     saved = run_dir / "config.yaml"
@@ -118,7 +118,7 @@ def train_variant(config, run_dir: Path):
             logger.info("reusing the finished training in %s", run_dir)
             return json.loads((run_dir / "metrics.json").read_text()).get("seconds")
         logger.warning("%s holds a run with a different config; training again", run_dir)
-    result = train(config, run_dir, verbose=2)
+    result = train(config, run_dir, verbose=2, warm_start=warm_start)
     return round(result.seconds, 1)
 
 

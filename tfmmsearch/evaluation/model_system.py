@@ -36,6 +36,13 @@ class EncoderMemo:
         self._encode_text = inference_call(encoders.text)
         self._encode_image = inference_call(encoders.image)
 
+    def prefill(self, titles: list[str], image_paths: list[str], title_features: np.ndarray,
+                image_features: np.ndarray) -> None:
+        """Takes encoder outputs computed elsewhere (a run's feature cache, same encoders)."""
+        self._texts.update(zip(titles, title_features))
+        self._images.update((path, vector) for path, vector in zip(image_paths, image_features)
+                            if path)
+
     def texts(self, titles: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in titles if t not in self._texts))
         for start in range(0, len(missing), self.batch_size * 4):
