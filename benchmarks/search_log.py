@@ -36,9 +36,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-import tfmmsearch  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tfmmsearch  # noqa: F401,I001  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf  # noqa: I001
 from tfmmsearch.config import load_config, save_config
 from tfmmsearch.data.bm25 import BM25Index
 from tfmmsearch.data.log_pairs import CLICK_GRADE, PURCHASE_GRADE
