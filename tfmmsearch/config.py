@@ -67,6 +67,18 @@ def _check_fraction(key: str, value: float) -> None:
     _check_range(key, value, 0.0, 1.0, high_open=True)
 
 
+def _check_split_shares(key: str, shares, why: str) -> None:
+    """train / validation / test shares in [0, 1] summing to 1, with some training share."""
+    for name in ("train", "validation", "test"):
+        _check_range(f"{key}.{name}", getattr(shares, name), 0.0, 1.0)
+    _check_range(f"{key}.train", shares.train, 0.0, low_open=True, why=why)
+    total = math.fsum((shares.train, shares.validation, shares.test))
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"{key}: train + validation + test must sum to 1, got "
+                          f"{shares.train:g} + {shares.validation:g} + {shares.test:g} = "
+                          f"{total:g}", key)
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -126,15 +138,7 @@ class SplitsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("train", "validation", "test"):
-            _check_range(f"data.splits.{name}", getattr(self, name), 0.0, 1.0)
-        _check_range("data.splits.train", self.train, 0.0, low_open=True,
-                     why="training needs products")
-        total = math.fsum((self.train, self.validation, self.test))
-        if abs(total - 1.0) > 1e-6:
-            raise ConfigError(f"data.splits: train + validation + test must sum to 1, got "
-                              f"{self.train:g} + {self.validation:g} + {self.test:g} = {total:g}",
-                              "data.splits")
+        _check_split_shares("data.splits", self, "training needs products")
         _check_range("data.splits.seed", self.seed, 0)
 
 
@@ -148,14 +152,7 @@ class TimeSplitConfig:
     test: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("train", "validation", "test"):
-            _check_range(f"data.search_log.time_split.{name}", getattr(self, name), 0.0, 1.0)
-        _check_range("data.search_log.time_split.train", self.train, 0.0, low_open=True,
-                     why="training needs days")
-        total = math.fsum((self.train, self.validation, self.test))
-        if abs(total - 1.0) > 1e-6:
-            raise ConfigError(f"data.search_log.time_split: train + validation + test must sum to "
-                              f"1, got {total:g}", "data.search_log.time_split")
+        _check_split_shares("data.search_log.time_split", self, "training needs days")
 
 
 @dataclass
