@@ -341,6 +341,52 @@ class LossWeightsConfig:
                          why="a negative weight would train the model to fail that task")
 
 
+ITEM_FEATURE_KINDS = ("categorical", "multi_categorical", "numeric")
+NUMERIC_TRANSFORMS = ("none", "log1p")
+# Columns the label columns (data.attributes) nest in, in Myntra's category hierarchy
+# (master_category > sub_category > article_type): an item tower reading them would read the
+# answer as surely as one reading article_type itself (PROTOCOL.md), so they are refused too.
+LABEL_PARENT_COLUMNS = ("master_category", "sub_category")
+
+
+@dataclass
+class ItemFeatureConfig:
+    """One catalog column as an item feature (an entry of model.item_features).
+
+    kind: categorical - the value is looked up in a vocabulary of the catalog's `max_vocabulary`
+          most frequent values and embedded (`embedding_dim`); other values share one
+          out-of-vocabulary embedding;
+          multi_categorical - the value is split on `separator` ("Cotton|Linen"), each part
+          looked up as above, the parts' embeddings averaged;
+          numeric - the value is parsed as a number (contract.NUMBER_PATTERN), transformed
+          (`transform`: log1p for prices and counts, or none; log1p treats negatives as missing)
+          and standardised with the catalog's mean and std.
+    Missing values (contract.MISSING_ATTRIBUTE_VALUES, unparseable numbers) are masked, not
+    guessed. Vocabularies and statistics are data: computed from the catalog's products when
+    training starts and stored in the run directory (tfmmsearch/data/item_features.py).
+    Keys that do not apply to the kind are ignored.
+    """
+
+    column: str = ""
+    kind: str = "categorical"  # categorical | multi_categorical | numeric
+    max_vocabulary: int = 1000  # categorical kinds: most frequent values kept (+1 OOV bucket)
+    embedding_dim: int = 16  # categorical kinds: width of each value's embedding
+    separator: str = "|"  # multi_categorical: what separates the values in the column
+    transform: str = "none"  # numeric: none | log1p, applied before standardising
+
+    def check(self, key: str) -> None:
+        """ConfigErrors under `key` (the entry's dotted key, model.item_features[i])."""
+        if not self.column.strip():
+            raise ConfigError(f"{key}.column: name the catalog column", f"{key}.column")
+        _check_choice(f"{key}.kind", self.kind, ITEM_FEATURE_KINDS)
+        _check_range(f"{key}.max_vocabulary", self.max_vocabulary, 1)
+        _check_range(f"{key}.embedding_dim", self.embedding_dim, 1)
+        _check_choice(f"{key}.transform", self.transform, NUMERIC_TRANSFORMS)
+        if self.kind == "multi_categorical" and not self.separator:
+            raise ConfigError(f"{key}.separator: a multi_categorical column needs a separator",
+                              f"{key}.separator", (f"{key}.kind",))
+
+
 @dataclass
 class ModelConfig:
     embedding_dim: int = 64
@@ -360,11 +406,16 @@ class ModelConfig:
     # in-batch items retrieval ranks highest (what the head re-ranks at serving time)
     ranking_candidate_sampling: str = "uniform"
     ranking_hidden_units: list[int] = field(default_factory=lambda: [64, 32])
-    # item vectors the head multiplies element-wise with the query: fused, text, image
+    # item vectors the head multiplies element-wise with the query: fused, text, image, and
+    # attributes (needs item_features)
     ranking_interactions: list[str] = field(default_factory=lambda: ["fused", "text", "image"])
     # the head also reads how many of the query's words the title spells out (model/lexical.py)
     ranking_lexical: bool = False
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
+    # Catalog columns read as the item tower's third modality, "attributes" (ItemFeatureConfig):
+    # one more weight in the fusion, masked for items with none of them, and ranking-head
+    # inputs. Empty: no attribute modality (its mask and weight columns are always 0).
+    item_features: list[ItemFeatureConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_choice("model.fusion", self.fusion, ("attention", "concat", "gated"))
@@ -380,10 +431,24 @@ class ModelConfig:
             _check_range(f"model.ranking_hidden_units[{index}]", units, 1)
         if not self.ranking_interactions:
             raise ConfigError("model.ranking_interactions: name at least one of fused, text, "
-                              "image", "model.ranking_interactions")
+                              "image, attributes", "model.ranking_interactions")
         for index, name in enumerate(self.ranking_interactions):
             _check_choice(f"model.ranking_interactions[{index}]", name,
-                          ("fused", "text", "image"))
+                          ("fused", "text", "image", "attributes"))
+            if name == "attributes" and not self.item_features:
+                raise ConfigError(f"model.ranking_interactions[{index}]: attributes needs "
+                                  "model.item_features (no column is an item feature)",
+                                  f"model.ranking_interactions[{index}]",
+                                  ("model.item_features",))
+        seen: dict[str, int] = {}
+        for index, feature in enumerate(self.item_features):
+            key = f"model.item_features[{index}]"
+            feature.check(key)
+            if feature.column in seen:
+                raise ConfigError(f"{key}.column: {feature.column!r} is already "
+                                  f"model.item_features[{seen[feature.column]}]",
+                                  f"{key}.column")
+            seen[feature.column] = index
 
 
 @dataclass
@@ -439,6 +504,20 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
+        labels = {getattr(self.data.attributes, item.name): item.name
+                  for item in dataclasses.fields(self.data.attributes)}
+        for index, feature in enumerate(self.model.item_features):
+            key = f"model.item_features[{index}].column"
+            if feature.column in labels:
+                role = labels[feature.column]
+                raise ConfigError(f"{key}: {feature.column!r} is data.attributes.{role}, a "
+                                  "column that defines queries and relevance labels; an item "
+                                  "feature reading it would read the answer", key,
+                                  (f"data.attributes.{role}",))
+            if feature.column in LABEL_PARENT_COLUMNS:
+                raise ConfigError(f"{key}: {feature.column!r} is a parent category of the label "
+                                  "columns (data.attributes); an item feature reading it would "
+                                  "read the answer", key)
         if (self.data.sources.search_log > 0 and self.data.search_log.skipped_as_negatives
                 and self.training.item_source == "tfds"):
             raise ConfigError("data.search_log.skipped_as_negatives needs training.item_source: "

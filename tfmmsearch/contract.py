@@ -16,7 +16,10 @@ from pathlib import Path
 
 # --------------------------------------------------------------------------- modalities
 
-MODALITIES = ("text", "image")  # order of modality_weights / mask columns everywhere
+# Order of modality_weights / mask columns everywhere. "attributes" is the item-feature modality
+# (config model.item_features: brand, price, ...); a model without item features masks it always,
+# so its column is 0 in every mask and weight.
+MODALITIES = ("text", "image", "attributes")
 
 # --------------------------------------------------------------------------- search logs
 
@@ -43,6 +46,61 @@ def has_text_tensor(texts):
 
     blank = "[" + "".join(f"\\x{ord(c):02x}" for c in TEXT_WHITESPACE) + "]*"
     return tf.logical_not(tf.strings.regex_full_match(texts, blank))
+
+
+# --------------------------------------------------------------------------- attribute values
+
+# Item-feature values (model.item_features) travel as strings, one column per configured feature,
+# in training and in the `embed_item` signature alike. A value is missing when, stripped of
+# TEXT_WHITESPACE, it is empty or one of these words in any letter case: the item then has no
+# value for that feature (masked; an item with no feature present has no attribute modality).
+MISSING_ATTRIBUTE_VALUES = ("", "na", "n/a", "nan", "null", "none")
+# A numeric feature's value is a plain decimal number (stripped as above): optional sign, at most
+# 15 integer digits, optional fraction and a two-digit exponent. Anything else ("1,299", "12 USD",
+# "inf") is missing, not an error: a catalog column is data, not a request to fail on. The limits
+# keep every accepted value finite in float64 on both sides.
+NUMBER_PATTERN = r"[+-]?([0-9]{1,15}(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,2})?"
+
+
+def _whitespace_class() -> str:
+    return "[" + "".join(f"\\x{ord(c):02x}" for c in TEXT_WHITESPACE) + "]"
+
+
+def attribute_value(value: str | None) -> str | None:
+    """An attribute value as the model reads it (Python side): stripped of TEXT_WHITESPACE, or
+    None when missing (see MISSING_ATTRIBUTE_VALUES). Case is kept: "Nike" and "NIKE" differ."""
+    stripped = (value or "").strip(TEXT_WHITESPACE)
+    return None if stripped.lower() in MISSING_ATTRIBUTE_VALUES else stripped
+
+
+def parse_number(value: str | None) -> float | None:
+    """A numeric attribute value (Python side of NUMBER_PATTERN), or None when missing."""
+    import re
+
+    stripped = attribute_value(value)
+    if stripped is None or not re.fullmatch(NUMBER_PATTERN, stripped):
+        return None
+    return float(stripped)
+
+
+def attribute_value_tensor(values):
+    """The same rule on a string tensor (any shape) -> (stripped values, present bool tensor)."""
+    import tensorflow as tf
+
+    space = _whitespace_class()
+    stripped = tf.strings.regex_replace(values, f"^{space}+|{space}+$", "")
+    missing = "(?i)(" + "|".join(MISSING_ATTRIBUTE_VALUES) + ")"
+    return stripped, tf.logical_not(tf.strings.regex_full_match(stripped, missing))
+
+
+def parse_number_tensor(values):
+    """`parse_number` on a string tensor -> (float64 values, 0 where missing; present bool)."""
+    import tensorflow as tf
+
+    stripped, present = attribute_value_tensor(values)
+    present = tf.logical_and(present, tf.strings.regex_full_match(stripped, NUMBER_PATTERN))
+    numbers = tf.strings.to_number(tf.where(present, stripped, "0"), tf.float64)
+    return numbers, present
 
 
 # --------------------------------------------------------------------------- product ids
@@ -72,6 +130,13 @@ def index_field_widths(embedding_dim: int) -> dict[str, int]:
 
 
 LEXICAL_FIELD = "title_words"  # int64 hashed title words, only for a lexical ranking head
+# float32 [embedding_dim] attribute-modality vectors, only for a model with item features (its
+# ranking head reads them); the item-feature columns, in order, are EXPORT_ITEM_FEATURES_FILE.
+ATTRIBUTES_FIELD = "attributes"
+# Every export holds its item-feature columns in order ([] for a model without item features)
+# twice: as the string variable `item_feature_columns` of the SavedModel, and as this JSON file
+# ({"columns": [...]}) beside the warmup file, for clients that do not load the model.
+EXPORT_ITEM_FEATURES_FILE = "assets.extra/item_features.json"
 
 # --------------------------------------------------------------------------- signatures
 
@@ -88,7 +153,11 @@ SIGNATURE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
     "retrieve": {"query": ("string", (None,))},
     "rank": {"query": ("string", (None,)), "product_ids": ("string", (None, None))},
     "embed_query": {"query": ("string", (None,))},
-    "embed_item": {"title": ("string", (None,)), "image": ("string", (None,))},
+    # attributes [B, C]: item i's value of the export's j-th item-feature column (see
+    # EXPORT_ITEM_FEATURES_FILE), strings as in training; C = 0 (or values that are all missing)
+    # embeds the items without attributes. A model without item features takes C = 0 only.
+    "embed_item": {"title": ("string", (None,)), "image": ("string", (None,)),
+                   "attributes": ("string", (None, None))},
 }
 
 # signature -> output name -> dtype. REST answers carry no dtypes, so clients read them here.

@@ -5,7 +5,10 @@ import each other to build one. The model always owns its three encoders (title,
 query); whether a batch carries cached frozen-encoder outputs instead of raw inputs is the
 batch's choice (`cached_inputs` says which a run caches), not the model's.
 
-A run directory's trained weights live at RUN_DIR/model/weights (`RUN_WEIGHTS`).
+A run directory's trained weights live at RUN_DIR/model/weights (`RUN_WEIGHTS`); a model with
+item features (model.item_features) also needs the vocabularies and statistics training computed
+from its catalog, RUN_DIR/item_features.json (`run_item_features`), which reloading reads back so
+that reloaded and exported models read attribute values exactly as the trained one did.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfmmsearch.config import Config, load_config
+from tfmmsearch.data.item_features import (
+    ITEM_FEATURES_FILE,
+    NO_ITEM_FEATURES,
+    ItemFeatureStats,
+    compute_item_feature_stats,
+)
 from tfmmsearch.model.encoders import build_image_encoder, build_text_encoder
 from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
 
@@ -73,19 +82,51 @@ def encoder_dims(encoders: Encoders, image_size: int) -> tuple[int, int, int]:
 
 
 def build_model(config: Config, encoders: Encoders | None = None,
-                dims: tuple[int, int, int] | None = None) -> MultimodalSearchModel:
+                dims: tuple[int, int, int] | None = None,
+                item_features: ItemFeatureStats | None = None) -> MultimodalSearchModel:
     """The search model over `encoders` (built from the config when not given).
 
     `dims` (text, image, query encoder widths) lets a caller under a distribution strategy
     measure them outside its scope: an eager TF-Hub call in a multi-worker cross-replica
-    context fails.
+    context fails. `item_features`: the vocabularies and statistics of config.model.item_features
+    (`run_item_features`); required when the config declares item features.
     """
+    if item_features is None:
+        if config.model.item_features:
+            raise ValueError("model.item_features needs the catalog's vocabularies and "
+                             "statistics: pass item_features (model.build.run_item_features)")
+        item_features = NO_ITEM_FEATURES
     encoders = encoders or build_encoders(config)
     dims = dims or encoder_dims(encoders, config.towers.image.image_size)
     return MultimodalSearchModel(config.model, *dims, encoders=encoders,
                                  trainable_encoders=_trainable(config),
                                  image_size=config.towers.image.image_size,
-                                 name="multimodal_search")
+                                 item_features=item_features, name="multimodal_search")
+
+
+def run_item_features(config: Config, run_dir: str | Path | None = None, products=None,
+                      write: bool = False) -> ItemFeatureStats:
+    """The item-feature statistics of a run: read from RUN_DIR/item_features.json when it is
+    there, else computed from `products` (the catalog's; written there with `write`).
+
+    A run without item features has none (and no file). Statistics that do not belong to the
+    config (another column, kind or option) are a ValueError.
+    """
+    configs = config.model.item_features
+    if not configs:
+        return NO_ITEM_FEATURES
+    path = Path(run_dir) / ITEM_FEATURES_FILE if run_dir is not None else None
+    if path is not None and path.is_file():
+        stats = ItemFeatureStats.read(path)
+        stats.check_config(configs, str(path))
+        return stats
+    if products is None:
+        raise FileNotFoundError(f"{path or 'no run directory'}: the run's item-feature "
+                                "statistics are missing (training writes them)")
+    stats = compute_item_feature_stats(products, configs)
+    if write and path is not None:
+        stats.write(path)
+    return stats
 
 
 def _trainable(config: Config) -> set[str]:
@@ -109,7 +150,7 @@ def load_trained_model(run_dir: str | Path, config: Config | None = None
         raise FileNotFoundError(f"{run_dir} has no trained weights ({weights}.index); "
                                 f"train first: tfmmsearch train --out {run_dir}")
     config = config or load_run_config(run_dir)
-    model = build_model(config)
+    model = build_model(config, item_features=run_item_features(config, run_dir))
     model.build_heads()
     status = model.load_weights(str(weights))
     status.assert_existing_objects_matched()  # every variable of the model must come back

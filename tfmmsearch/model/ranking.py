@@ -15,23 +15,33 @@ import tensorflow_recommenders as tfrs
 
 @tf.keras.utils.register_keras_serializable(package="tfmmsearch")
 class RankingHead(tf.keras.layers.Layer):
-    """score(query, item) from query x item interaction features. Shapes broadcast: [..., D]."""
+    """score(query, item) from query x item interaction features. Shapes broadcast: [..., D].
 
-    INTERACTIONS = ("fused", "text", "image")
+    `attributes`: the model has the attribute modality (item features). The head then also
+    reads the query's similarity with the attribute vector and the attribute mask column, and
+    "attributes" may be one of its interactions. Without it the head's features are the
+    two-modality ones, exactly (checkpoints of such heads restore unchanged).
+    """
+
+    INTERACTIONS = ("fused", "text", "image", "attributes")
 
     def __init__(self, hidden_units=(64, 32), cross_rank: int = 32,
-                 interactions=INTERACTIONS, lexical: bool = False, **kwargs):
+                 interactions=("fused", "text", "image"), lexical: bool = False,
+                 attributes: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = list(hidden_units)
         self.cross_rank = cross_rank
         self.lexical = bool(lexical)  # also reads the query's word coverage by the title
-        # Which item vectors the head sees element-wise against the query (the three
-        # similarities and the mask it always sees): leaving out "image" keeps a head from
-        # memorising training photos through 256 image-product features.
-        unknown = set(interactions) - set(self.INTERACTIONS)
+        self.attributes = bool(attributes)
+        # Which item vectors the head sees element-wise against the query (the similarities
+        # and the mask it always sees): leaving out "image" keeps a head from memorising
+        # training photos through 256 image-product features.
+        allowed = self.INTERACTIONS if self.attributes else self.INTERACTIONS[:3]
+        unknown = set(interactions) - set(allowed)
         if unknown or not interactions:
             raise ValueError(f"ranking interactions {list(interactions)}: choose from "
-                             f"{', '.join(self.INTERACTIONS)}")
+                             f"{', '.join(allowed)}"
+                             + ("" if self.attributes else " (attributes needs item features)"))
         self.interactions = [name for name in self.INTERACTIONS if name in interactions]
         # Low-rank cross (W = U V): a full [F, F] matrix over F = 3D + 5 features costs
         # ~20 GFLOP per step at D=256 with 64 candidates per query.
@@ -44,16 +54,28 @@ class RankingHead(tf.keras.layers.Layer):
         self.similarity_scale = self.add_weight(
             name="similarity_scale", shape=(), initializer=tf.keras.initializers.Constant(10.0))
 
-    def call(self, query, fused, text, image, mask, coverage=None):
-        """query, fused, text, image: [..., D]; mask: [..., 2] (has title, has image);
-        coverage: [...] share of the query's words in the title (lexical heads only)."""
+    def call(self, query, fused, text, image, mask, coverage=None, attributes=None):
+        """query, fused, text, image, attributes: [..., D]; mask: [..., M] (has title, has
+        image, has attributes: contract.MODALITIES; a head without attributes reads the first
+        two columns only, so [..., 2] works too); coverage: [...] share of the query's words in
+        the title (lexical heads only); attributes: the attribute vectors (heads with
+        attributes only)."""
         mask = tf.cast(mask, query.dtype)
         text = text * mask[..., 0:1]
         image = image * mask[..., 1:2]
-        similarities = tf.stack([tf.reduce_sum(query * fused, -1), tf.reduce_sum(query * text, -1),
-                                 tf.reduce_sum(query * image, -1)], axis=-1)
-        # Interaction features only: an item-only feature would let the head learn popularity.
         vectors = {"fused": fused, "text": text, "image": image}
+        similarities = [tf.reduce_sum(query * fused, -1), tf.reduce_sum(query * text, -1),
+                        tf.reduce_sum(query * image, -1)]
+        if self.attributes:
+            if attributes is None:
+                raise ValueError("a ranking head with attributes needs the attribute vectors")
+            vectors["attributes"] = attributes * mask[..., 2:3]
+            similarities.append(tf.reduce_sum(query * vectors["attributes"], -1))
+            mask = mask[..., :3]
+        else:
+            mask = mask[..., :2]
+        similarities = tf.stack(similarities, axis=-1)
+        # Interaction features only: an item-only feature would let the head learn popularity.
         extra = []
         if self.lexical:
             if coverage is None:
@@ -69,7 +91,8 @@ class RankingHead(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units, "cross_rank": self.cross_rank,
-                "interactions": self.interactions, "lexical": self.lexical}
+                "interactions": self.interactions, "lexical": self.lexical,
+                "attributes": self.attributes}
 
 
 def select_candidates(num_queries: tf.Tensor, num_items: tf.Tensor, num_candidates: int,

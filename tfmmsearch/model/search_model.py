@@ -24,7 +24,13 @@ from tfmmsearch.config import ModelConfig
 from tfmmsearch.contract import MODALITIES, has_text_tensor
 from tfmmsearch.data.pipeline import decode_images
 from tfmmsearch.model.alignment import alignment_loss
+from tfmmsearch.data.item_features import NO_ITEM_FEATURES, ItemFeatureStats
 from tfmmsearch.model.grades import attribute_grades
+from tfmmsearch.model.item_features import (
+    ATTRIBUTE_INPUT,
+    complete_attribute_values,
+    encoder_features,
+)
 from tfmmsearch.model.lexical import query_coverage
 from tfmmsearch.model.ranking import (
     RankingHead,
@@ -59,20 +65,30 @@ class MultimodalSearchModel(tfrs.Model):
 
     def __init__(self, config: ModelConfig, text_dim: int, image_dim: int, query_dim: int,
                  encoders: Encoders | None = None, trainable_encoders=("text", "image", "query"),
-                 image_size: int | None = None, **kwargs):
+                 image_size: int | None = None,
+                 item_features: ItemFeatureStats = NO_ITEM_FEATURES, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        # The vocabularies and statistics of config.item_features (the run's item_features.json);
+        # their columns, in order, are the model's `attribute_values` columns.
+        item_features.check_config(config.item_features)
+        self.item_feature_stats = item_features
+        self.item_feature_columns = tuple(item_features.columns)
         self.encoders = encoders or Encoders()  # a dataclass: Keras does not track its fields
         self.image_size = image_size
         # Trainable encoders are tracked attributes, so their weights are saved and restored.
         for name in trainable_encoders:
             if getattr(self.encoders, name) is not None:
                 setattr(self, f"{name}_encoder", getattr(self.encoders, name))
-        self.item_tower = build_item_tower(text_dim, image_dim, config)
+        self.item_tower = build_item_tower(
+            text_dim, image_dim, config,
+            encoder_features(item_features, config.item_features) if len(item_features) else None)
         self.query_tower = build_query_tower(query_dim, config)
         self.ranking_head = RankingHead(config.ranking_hidden_units,
                                         interactions=config.ranking_interactions,
-                                        lexical=config.ranking_lexical, name="ranking_head")
+                                        lexical=config.ranking_lexical,
+                                        attributes=bool(self.item_feature_columns),
+                                        name="ranking_head")
         self.retrieval_task = GlobalBatchRetrieval(
             remove_accidental_hits=config.remove_accidental_hits,
             logq_correction=config.logq_correction,
@@ -85,15 +101,19 @@ class MultimodalSearchModel(tfrs.Model):
         # Single-modality retrieval losses are logged only when they train.
         self.single_modalities = [name for name in ("image", "text")
                                   if getattr(config.loss_weights, f"{name}_retrieval") > 0]
+        # Mean fusion weight of each modality the model has (attributes: with item features).
+        self.weighted_modalities = [name for name in MODALITIES
+                                    if name != "attributes" or self.item_feature_columns]
         self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in (
             "retrieval_loss", *[f"{m}_retrieval_loss" for m in self.single_modalities],
-            "alignment_loss", "ranking_loss", "temperature", "text_weight", "image_weight")}
+            "alignment_loss", "ranking_loss", "temperature",
+            *[f"{m}_weight" for m in self.weighted_modalities])}
 
     def build_heads(self) -> None:
         """Creates the ranking head's variables (it builds lazily) so checkpoints restore eagerly."""
         dim = self.config.embedding_dim
         zeros = tf.zeros([1, 1, dim])
-        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros,
+        self.rank(zeros, {"embedding": zeros, "text": zeros, "image": zeros, "attributes": zeros,
                           "mask": tf.ones([1, 1, len(MODALITIES)])}, coverage=tf.zeros([1, 1]))
 
     def exported_parts(self) -> dict:
@@ -148,24 +168,43 @@ class MultimodalSearchModel(tfrs.Model):
                                 training=training)["embedding"]
 
     def embed_items(self, features, training=False) -> dict:
-        """Item-tower outputs (embedding, modality_weights, text, image, mask) of a batch.
+        """Item-tower outputs (embedding, modality_weights, text, image, attributes, mask) of a
+        batch.
 
         `has_title` / `has_image` default to the contract's rules on the raw inputs: a title
-        with a non-whitespace character, non-empty image bytes.
+        with a non-whitespace character, non-empty image bytes. `attribute_values` [B, C]
+        strings (columns: `item_feature_columns`) are optional: absent, or of width 0, every
+        item lacks them; a model without item features ignores them.
         """
         title, image = self.item_features(features, training)
         return self._item_tower(title, image, item_presence(features, "title"),
-                                item_presence(features, "image"), training)
+                                item_presence(features, "image"),
+                                self.attribute_values(features, title), training)
 
-    def _item_tower(self, title, image, has_title, has_image, training=False) -> dict:
-        return self.item_tower({"title_features": title, "image_features": image,
-                                "has_title": has_title, "has_image": has_image}, training=training)
+    def attribute_values(self, features, title_features) -> tf.Tensor | None:
+        """The batch's [B, C] item-feature strings for the item tower (None without features)."""
+        if not self.item_feature_columns:
+            return None
+        return complete_attribute_values(features.get(ATTRIBUTE_INPUT),
+                                         tf.shape(title_features)[0],
+                                         len(self.item_feature_columns))
+
+    def _item_tower(self, title, image, has_title, has_image, attribute_values=None,
+                    training=False) -> dict:
+        inputs = {"title_features": title, "image_features": image,
+                  "has_title": has_title, "has_image": has_image}
+        if attribute_values is not None:
+            inputs[ATTRIBUTE_INPUT] = attribute_values
+        return self.item_tower(inputs, training=training)
 
     def rank(self, query_embedding, items: dict, coverage=None) -> tf.Tensor:
         """Ranking-head scores; query [..., D] broadcasts against item outputs [..., D].
-        `coverage` [...]: the query's word coverage by each title (a lexical head needs it)."""
+        `coverage` [...]: the query's word coverage by each title (a lexical head needs it);
+        items["attributes"]: the attribute vectors (a model with item features needs them)."""
         return self.ranking_head(query_embedding, items["embedding"], items["text"], items["image"],
-                                 items["mask"], coverage=coverage if self.ranking_head.lexical else None)
+                                 items["mask"], coverage=coverage if self.ranking_head.lexical else None,
+                                 attributes=items.get("attributes") if self.ranking_head.attributes
+                                 else None)
 
     # ------------------------------------------------------------------ training objective
 
@@ -174,7 +213,8 @@ class MultimodalSearchModel(tfrs.Model):
         queries = self.embed_queries(features, training)
         title, image = self.item_features(features, training)
         has = {"text": features["has_title"], "image": features["has_image"]}
-        items = self._item_tower(title, image, has["text"], has["image"], training)
+        attributes = self.attribute_values(features, title)
+        items = self._item_tower(title, image, has["text"], has["image"], attributes, training)
         temperature = self.temperature
 
         sample_weight = features.get("sample_weight")
@@ -190,11 +230,13 @@ class MultimodalSearchModel(tfrs.Model):
         retrieval = retrieval_against(items["embedding"])
         single = {}
         for name in self.single_modalities:
-            # The item tower again with the other modality hidden (towers on features are
-            # cheap); items lacking this modality keep their full embedding.
+            # The item tower again with the other modalities hidden (towers on features are
+            # cheap; attributes are hidden by leaving their values out); items lacking this
+            # modality keep their full embedding.
             only = {key: tf.logical_and(tf.cast(value, tf.bool), key == name)
                     for key, value in has.items()}
-            view = self._item_tower(title, image, only["text"], only["image"], training)
+            hidden = None if attributes is None else tf.fill(tf.shape(attributes), "")
+            view = self._item_tower(title, image, only["text"], only["image"], hidden, training)
             single[name] = retrieval_against(tf.where(only[name][:, None], view["embedding"],
                                                       items["embedding"]))
 
@@ -218,10 +260,12 @@ class MultimodalSearchModel(tfrs.Model):
             if "has_negative" in features:
                 # Each pair's own hard negative (a product the shopper skipped) joins its list
                 # as one more grade-0 candidate; a pair without one gets a masked-out column.
+                negative_features = strip_prefix(features, NEGATIVE_PREFIX)
+                negative_title, negative_image = self.item_features(negative_features, training)
                 negative = self._item_tower(
-                    *self.item_features(strip_prefix(features, NEGATIVE_PREFIX), training),
-                    features[f"{NEGATIVE_PREFIX}has_title"],
-                    features[f"{NEGATIVE_PREFIX}has_image"], training)
+                    negative_title, negative_image, features[f"{NEGATIVE_PREFIX}has_title"],
+                    features[f"{NEGATIVE_PREFIX}has_image"],
+                    self.attribute_values(negative_features, negative_title), training)
                 candidates = {key: tf.concat([value, negative[key][:, None]], axis=1)
                               for key, value in candidates.items()}
                 grades = tf.concat([grades, tf.zeros_like(grades[:, :1])], axis=1)
@@ -248,8 +292,8 @@ class MultimodalSearchModel(tfrs.Model):
                             *[(f"{m}_retrieval_loss", single[m]) for m in self.single_modalities],
                             ("alignment_loss", alignment * share),
                             ("ranking_loss", ranking), ("temperature", temperature * share),
-                            ("text_weight", mean_weights[0] * share),
-                            ("image_weight", mean_weights[1] * share)):
+                            *[(f"{m}_weight", mean_weights[MODALITIES.index(m)] * share)
+                              for m in self.weighted_modalities]):
             self.trackers[name].update_state(value)
         return (weights.retrieval * retrieval + weights.alignment * alignment / _replicas()
                 + weights.ranking * ranking
@@ -260,7 +304,8 @@ class MultimodalSearchModel(tfrs.Model):
         return list(self.trackers.values())
 
 
-RANKED_OUTPUTS = ("embedding", "text", "image", "mask")  # item-tower outputs the head reads
+# item-tower outputs the head reads ("attributes": zeros for a model without item features)
+RANKED_OUTPUTS = ("embedding", "text", "image", "attributes", "mask")
 NEGATIVE_PREFIX = "negative_"  # a pair's hard-negative item inputs (training/datasets.py)
 MASKED_SCORE = -1e9  # a ranking candidate that is not there: softmax weight 0
 
