@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfmmsearch.evaluation.metrics import RETRIEVED
 from tfmmsearch.contract import has_text, resolve_version_dir
-from tfmmsearch.exporting.export import assign_index, embed_items
+from tfmmsearch.exporting.export import assign_index, embed_items, export_attribute_columns
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,14 @@ class LoadedExport:
         """The export's index outputs for these items (computed once per distinct item set)."""
         key = self._item_set(titles, image_paths)
         if key not in self._arrays:
+            # The protocol's items carry no item features: [N, 0] attributes (none known), or
+            # no attributes input at all for an export from before item features.
+            attributes = None if export_attribute_columns(self.module) is None else \
+                np.empty((len(titles), 0), dtype=object)
             self._arrays[key] = embed_items(self.module.index_outputs, list(titles), list(image_paths),
                                             batch_size=self.batch_size,
-                                            desc=f"indexing with {self.path.name}")
+                                            desc=f"indexing with {self.path.name}",
+                                            attributes=attributes)
         return self._arrays[key]
 
     def use_items(self, titles: list[str], image_paths: list[str | None]) -> None:

@@ -5,7 +5,8 @@ functions training and the serving graph use); the encoder outputs fed to `embed
 memoised by title and image, since the evaluators index the same catalog several times. Scores
 are retrieval similarities; with `rerank`, each query's top candidates are re-scored by the
 ranking head and placed above the rest, as the `search` serving signature does. Masking a
-modality gives the text-only and image-only ablations of the same model.
+modality gives the text-only and image-only ablations of the same model. The protocol's items
+are titles and photos only: a model with item features is scored with its attributes missing.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfmmsearch.contract import has_text
+from tfmmsearch.contract import MODALITIES, has_text
 from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.model.feature_cache import inference_call
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
-from tfmmsearch.model.search_model import Encoders, MultimodalSearchModel
+from tfmmsearch.model.search_model import RANKED_OUTPUTS, Encoders, MultimodalSearchModel
 
 _RERANK_OFFSET = 1e4
 
@@ -97,13 +98,14 @@ class TrainedModelSystem:
         """Re-fuses items with a modality switched off (ablations), using the fusion's own weights."""
         if self.use_text and self.use_image:
             return items
-        keep = np.array([self.use_text, self.use_image], np.float32)
+        # Attributes (item features) stay as they are: the ablations are about title and photo.
+        keep = np.array([self.use_text, self.use_image, True], np.float32)
         mask = items["mask"] * keep
         weights = items["modality_weights"] * keep
         total = weights.sum(axis=1, keepdims=True)
         # An item left with no usable modality gets a zero vector (it cannot be found).
         weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-        fused = weights[:, :1] * items["text"] + weights[:, 1:] * items["image"]
+        fused = sum(weights[:, i:i + 1] * items[name] for i, name in enumerate(MODALITIES))
         norms = np.linalg.norm(fused, axis=1, keepdims=True)
         fused = np.divide(fused, norms, out=np.zeros_like(fused), where=norms > 0)
         return {**items, "embedding": fused, "mask": mask, "modality_weights": weights}
@@ -135,7 +137,7 @@ class TrainedModelSystem:
         reranked = scores.astype(np.float64)
         for start in range(0, len(queries), 64):
             rows = top[start:start + 64]
-            candidates = {name: tf.constant(items[name][rows]) for name in ("embedding", "text", "image", "mask")}
+            candidates = {name: tf.constant(items[name][rows]) for name in RANKED_OUTPUTS}
             coverage = None
             if words is not None:
                 coverage = query_coverage(words[0][start:start + 64][:, None, :], words[1][rows])

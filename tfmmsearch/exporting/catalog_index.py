@@ -17,9 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.config import Config
-from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, index_field_widths
+from tfmmsearch.contract import ATTRIBUTES_FIELD, LEXICAL_FIELD, index_field_widths
+from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.schema import Product
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
+from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.lexical import MAX_TITLE_WORDS, word_ids
 from tfmmsearch.progress import progress
 
@@ -67,12 +69,18 @@ def cached_item_features(model, config: Config, products: list[Product]
 
 def model_index_arrays(model, config: Config, products: list[Product], batch_size: int = 64
                        ) -> dict[str, np.ndarray]:
-    """INDEX_FIELDS (+ title words for a lexical head) of `products`, via `model.embed_items`."""
+    """INDEX_FIELDS (+ title words for a lexical head, attribute vectors for a model with item
+    features) of `products`, via `model.embed_items`."""
     start = time.time()
     cached, hit = cached_item_features(model, config, products)
     embed = tf.function(lambda batch: model.embed_items(batch), reduce_retracing=True)
+    dim = model.config.embedding_dim
+    widths = dict(index_field_widths(dim))
+    columns = tuple(model.item_feature_columns)
+    if columns:
+        widths[ATTRIBUTES_FIELD] = dim
     outputs = {field: np.zeros((len(products), width), np.float32)
-               for field, width in index_field_widths(model.config.embedding_dim).items()}
+               for field, width in widths.items()}
     groups = [np.flatnonzero(hit), np.flatnonzero(~hit)] if cached else [np.arange(len(products))]
     with progress(total=len(products), desc="indexing", unit="item", leave=False,
                   disable=len(products) <= batch_size) as bar:
@@ -80,9 +88,10 @@ def model_index_arrays(model, config: Config, products: list[Product], batch_siz
             for first in range(0, len(positions), batch_size):
                 chunk = positions[first:first + batch_size]
                 batch = _item_batch([products[i] for i in chunk],
-                                    {k: v[chunk] for k, v in cached.items()} if use_cache else {})
+                                    {k: v[chunk] for k, v in cached.items()} if use_cache else {},
+                                    columns)
                 result = embed(batch)
-                for field in INDEX_FIELDS:
+                for field in widths:
                     outputs[field][chunk] = result[field].numpy()
                 bar.update(len(chunk))
     if model.ranking_head.lexical:
@@ -93,10 +102,15 @@ def model_index_arrays(model, config: Config, products: list[Product], batch_siz
     return outputs
 
 
-def _item_batch(products: list[Product], cached: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
-    """Model inputs for these products: cached features where given, raw inputs otherwise."""
+def _item_batch(products: list[Product], cached: dict[str, np.ndarray],
+                columns: tuple[str, ...] = ()) -> dict[str, tf.Tensor]:
+    """Model inputs for these products: cached features where given, raw inputs otherwise;
+    the raw strings of the model's item-feature `columns`."""
     batch = {"has_title": tf.constant([p.has_title for p in products], tf.bool),
              "has_image": tf.constant([p.has_image for p in products], tf.bool)}
+    if columns:
+        batch[ATTRIBUTE_INPUT] = tf.constant(attribute_matrix(products, columns).tolist(),
+                                             tf.string)
     batch.update({name: tf.constant(values) for name, values in cached.items()})
     if "title_features" not in batch:
         batch["title"] = tf.constant([p.title for p in products], tf.string)

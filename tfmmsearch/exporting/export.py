@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -28,8 +29,17 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfmmsearch.contract import INDEX_FIELDS, LEXICAL_FIELD, base_dir_of, list_versions, resolve_version_dir
+from tfmmsearch.contract import (
+    ATTRIBUTES_FIELD,
+    EXPORT_ITEM_FEATURES_FILE,
+    INDEX_FIELDS,
+    LEXICAL_FIELD,
+    base_dir_of,
+    list_versions,
+    resolve_version_dir,
+)
 from tfmmsearch.data.catalog import read_catalog
+from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.progress import progress
 from tfmmsearch.data.schema import Catalog, Product
 from tfmmsearch.exporting.errors import ExportBusyError
@@ -40,14 +50,40 @@ LOCK_FILE = ".tfmmsearch-writer.lock"
 _TMP_PREFIX = ".tmp-"
 
 
+def export_attribute_columns(module) -> tuple[str, ...] | None:
+    """The item-feature columns a (loaded) export's `embed_item` / `index_outputs` take
+    attributes of, in order; None for an export from before item features (no attributes
+    input at all)."""
+    columns = getattr(module, "item_feature_columns", None)
+    if columns is None:
+        return None
+    values = columns.numpy() if hasattr(columns, "numpy") else columns
+    return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
+
+
+def string_matrix(values: np.ndarray) -> tf.Tensor:
+    """A [N, C] array of strings (C may be 0) as a string tensor of that shape."""
+    values = np.asarray(values, dtype=object)
+    flat = tf.constant([v if isinstance(v, bytes) else str(v) for v in values.reshape(-1)],
+                       tf.string, shape=[values.size])
+    return tf.reshape(flat, values.shape)
+
+
 def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size: int = 64,
-                desc: str = "indexing") -> dict[str, np.ndarray]:
-    """Runs an export's `index_outputs(title, image_bytes)` over items, in batches.
+                desc: str = "indexing", attributes: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+    """Runs an export's `index_outputs(title, image_bytes, attributes)` over items, in batches.
 
     `image_paths[i]` is a path to the item's image file, or None / "" for an item without one.
+    `attributes` [N, C]: the items' item-feature strings in the export's column order
+    (`export_attribute_columns`; C = 0: none known); None for an export from before item
+    features, whose `index_outputs` takes titles and images only.
     """
     if len(titles) != len(image_paths):
         raise ValueError(f"titles ({len(titles)}) and image_paths ({len(image_paths)}) must "
+                         "describe the same items")
+    if attributes is not None and len(attributes) != len(titles):
+        raise ValueError(f"titles ({len(titles)}) and attributes ({len(attributes)}) must "
                          "describe the same items")
     outputs: dict[str, list[np.ndarray]] = {field: [] for field in INDEX_FIELDS}
     start = time.time()
@@ -57,8 +93,11 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
             chunk_titles = titles[first:first + batch_size]
             chunk_images = [Path(path).read_bytes() if path else b""
                             for path in image_paths[first:first + batch_size]]
-            result = index_outputs(title=tf.constant(chunk_titles, tf.string),
-                                   image=tf.constant(chunk_images, tf.string))
+            inputs = {"title": tf.constant(chunk_titles, tf.string),
+                      "image": tf.constant(chunk_images, tf.string)}
+            if attributes is not None:
+                inputs["attributes"] = string_matrix(attributes[first:first + batch_size])
+            result = index_outputs(**inputs)
             for field, value in result.items():
                 outputs.setdefault(field, []).append(value.numpy())
             bar.update(len(chunk_titles))
@@ -70,10 +109,14 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
 
 
 def embed_catalog(index_outputs, products: list[Product], batch_size: int = 64,
-                  desc: str = "indexing") -> dict[str, np.ndarray]:
-    """`embed_items` over catalog products."""
+                  desc: str = "indexing", columns: tuple[str, ...] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """`embed_items` over catalog products; `columns`: the export's item-feature columns
+    (`export_attribute_columns`), read from each product's attributes."""
+    attributes = None if columns is None else attribute_matrix(products, columns)
     return embed_items(index_outputs, [p.title for p in products],
-                       [p.image_path for p in products], batch_size=batch_size, desc=desc)
+                       [p.image_path for p in products], batch_size=batch_size, desc=desc,
+                       attributes=attributes)
 
 
 def assign_index(module, product_ids: list[str], arrays: dict[str, np.ndarray]) -> int:
@@ -84,6 +127,8 @@ def assign_index(module, product_ids: list[str], arrays: dict[str, np.ndarray]) 
     if hasattr(module.index, "assign_words"):  # a lexical head's index: words for every item
         width = module.index.title_words.shape[1]
         module.index.assign_words(arrays.get(LEXICAL_FIELD, np.zeros((size, width), np.int64)))
+    if hasattr(module.index, "assign_attributes"):  # a model with item features
+        module.index.assign_attributes(arrays[ATTRIBUTES_FIELD])
     return size
 
 
@@ -163,6 +208,7 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
     clean_stale_temporaries(base_dir)
     version = max(list_versions(base_dir), default=0) + 1
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-{os.getpid()}-", dir=base_dir))
+    columns = export_attribute_columns(module)
     try:
         tf.saved_model.save(module, str(tmp_dir), signatures=signatures)
         sample = products[:4]
@@ -170,8 +216,14 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
             queries=[p.title or "shirt" for p in sample] or ["shirt"],
             product_ids=[p.product_id for p in sample],
             titles=[p.title for p in sample],
-            images=[p.image_path.read_bytes() if p.image_path else b"" for p in sample])
+            images=[p.image_path.read_bytes() if p.image_path else b"" for p in sample],
+            attributes=attribute_matrix(sample, columns or ()).tolist(),
+            signature_inputs={name: [spec.name for spec
+                                     in tf.nest.flatten(function.structured_input_signature)]
+                              for name, function in signatures.items()})
         write_warmup_file(tmp_dir, requests, model_name=model_name)
+        if columns is not None:
+            write_item_feature_columns(tmp_dir, columns)
         _make_world_readable(tmp_dir)
         final = base_dir / str(version)
         os.replace(tmp_dir, final)
@@ -180,6 +232,15 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
             shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info("wrote version %d to %s", version, final)
     return final
+
+
+def write_item_feature_columns(version_dir: Path, columns: tuple[str, ...]) -> Path:
+    """contract.EXPORT_ITEM_FEATURES_FILE: the export's item-feature columns, for clients."""
+    path = Path(version_dir) / EXPORT_ITEM_FEATURES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"columns": list(columns)}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    return path
 
 
 def _catalog(catalog_dir, on_bad_row: str) -> Catalog:
@@ -236,7 +297,8 @@ def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "
         loaded = tf.saved_model.load(str(source))
         catalog = _catalog(catalog_dir, on_bad_row)
         arrays = embed_catalog(loaded.index_outputs, catalog.products,
-                               desc=f"indexing with v{source.name}")
+                               desc=f"indexing with v{source.name}",
+                               columns=export_attribute_columns(loaded))
         size = assign_index(loaded, [p.product_id for p in catalog.products], arrays)
         logger.info("re-indexed %d items from %s with version %s", size, catalog.source, source.name)
         signatures = dict(loaded.signatures)

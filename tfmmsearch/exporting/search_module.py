@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfmmsearch.contract import (
+    ATTRIBUTES_FIELD,
     INDEX_FIELDS,
     LEXICAL_FIELD,
     SIGNATURE_ALIASES,
@@ -27,12 +28,14 @@ from tfmmsearch.contract import (
     index_field_widths,
     input_signature,
 )
+from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 
 class ItemIndex(tf.Module):
     """Item-tower outputs of a catalog, held in resizable variables."""
 
-    def __init__(self, dim: int, title_words: int = 0, name: str = "index"):
+    def __init__(self, dim: int, title_words: int = 0, attributes: bool = False,
+                 name: str = "index"):
         super().__init__(name=name)
 
         def variable(shape, dtype, label):
@@ -52,6 +55,17 @@ class ItemIndex(tf.Module):
             self.title_words = variable([title_words], tf.int64, "title_words")
             self.assign_words = tf.function(
                 self._assign_words, input_signature=[tf.TensorSpec([None, title_words], tf.int64)])
+        if attributes:  # attribute-modality vectors, for a ranking head with item features
+            self.attributes = variable([dim], tf.float32, "attributes")
+            self.assign_attributes = tf.function(
+                self._assign_attributes, input_signature=[tf.TensorSpec([None, dim], tf.float32)])
+
+    def _assign_attributes(self, attributes):
+        """Sets the items' attribute vectors; call right after `assign`, for the same items."""
+        tf.debugging.assert_equal(tf.shape(attributes)[0], self.size,
+                                  message="attributes must have one row per indexed item")
+        self.attributes.assign(attributes)
+        return tf.shape(attributes)[0]
 
     def _assign_words(self, title_words):
         """Sets the items' title words; call right after `assign`, for the same items."""
@@ -66,13 +80,16 @@ class ItemIndex(tf.Module):
         tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.float32)])
     def assign(self, product_ids, embeddings, text, image, mask, modality_weights):
         """Replaces the whole index (any size) and rebuilds the id lookup; saved, so it also
-        works on a loaded export (re-indexing)."""
+        works on a loaded export (re-indexing). Masks and weights narrower than
+        contract.MODALITIES (a caller written for title and image only) get zero columns for
+        the modalities they leave out: absent."""
         self.product_ids.assign(product_ids)
         self.embeddings.assign(embeddings)
         self.text.assign(text)
         self.image.assign(image)
-        self.mask.assign(mask)
-        self.modality_weights.assign(modality_weights)
+        self.mask.assign(_pad_modalities(mask, self.mask.shape[1]))
+        self.modality_weights.assign(_pad_modalities(modality_weights,
+                                                     self.modality_weights.shape[1]))
         prints = fingerprint(product_ids)
         order = tf.argsort(prints, stable=True)
         self.sorted_fingerprints.assign(tf.gather(prints, order))
@@ -91,6 +108,13 @@ class ItemIndex(tf.Module):
         stored = _safe_gather(self.product_ids, position)
         known = tf.logical_and(tf.equal(stored, ids), tf.strings.length(ids) > 0)
         return position, known
+
+
+def _pad_modalities(columns: tf.Tensor, width: int) -> tf.Tensor:
+    """[N, m] per-modality columns, m <= width, -> [N, width] (zeros for the missing ones)."""
+    missing = width - tf.shape(columns)[1]
+    tf.debugging.assert_non_negative(missing, message=f"at most {width} modality columns")
+    return tf.pad(columns, [[0, 0], [0, tf.maximum(missing, 0)]])
 
 
 def _safe_gather(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
@@ -128,28 +152,55 @@ class SearchModule(tf.Module):
         self.top_k = top_k
         self.rerank_candidates = max(top_k, rerank_candidates)
         self.lexical = model.ranking_head.lexical
+        # The item-feature columns `embed_item`'s attributes hold, in order (contract.py).
+        self.attribute_columns = tuple(model.item_feature_columns)
+        self.item_feature_columns = tf.Variable(
+            tf.constant(list(self.attribute_columns), tf.string,
+                        shape=[len(self.attribute_columns)]),
+            trainable=False, name="item_feature_columns")
         self.index = ItemIndex(model.config.embedding_dim,
-                               title_words=MAX_TITLE_WORDS if self.lexical else 0)
+                               title_words=MAX_TITLE_WORDS if self.lexical else 0,
+                               attributes=bool(self.attribute_columns))
 
     # ------------------------------------------------------------------ building blocks
 
     def _query_embedding(self, query):
         return self._model.model.embed_queries({"query": query})
 
-    def _item_outputs(self, title, image):
-        """Item-tower outputs of raw (title, image bytes); a batch of 0 gives empty outputs."""
-        title, image = _checked_first(tf.debugging.assert_equal(
-            tf.size(title), tf.size(image),
-            message="title and image must have the same batch size (one of each per item; "
-                    "b'' for an item without an image)"), title, image)
-        widths = index_field_widths(self._model.model.config.embedding_dim)
+    def _item_fields(self) -> tuple[str, ...]:
+        """What the index stores per item: INDEX_FIELDS, plus the attribute vectors of a model
+        with item features."""
+        return INDEX_FIELDS + ((ATTRIBUTES_FIELD,) if self.attribute_columns else ())
+
+    def _item_outputs(self, title, image, attributes):
+        """Item-tower outputs of raw (title, image bytes, attribute strings [B, 0 or C]); a
+        batch of 0 gives empty outputs."""
+        columns = len(self.attribute_columns)
+        title, image, attributes = _checked_first(tf.debugging.assert_equal(
+            tf.stack([tf.size(image), tf.shape(attributes)[0]]), tf.size(title),
+            message="title, image and attributes must have the same batch size (one of each "
+                    "per item; b'' for an item without an image, a row of attributes per item, "
+                    "of width 0 when none are known)"), title, image, attributes)
+        width = tf.shape(attributes)[1]
+        if columns:
+            expected = (f"0 or {columns} columns, one per item feature in this order: "
+                        f"{', '.join(self.attribute_columns)}")
+        else:
+            expected = "0 columns: this model reads no item features"
+        title, image, attributes = _checked_first(tf.debugging.assert_equal(
+            tf.logical_or(tf.equal(width, 0), tf.equal(width, columns)), True,
+            message=f"attributes must have {expected}"), title, image, attributes)
+        dim = self._model.model.config.embedding_dim
+        widths = {**index_field_widths(dim), ATTRIBUTES_FIELD: dim}
+        fields = self._item_fields()
 
         def empty():
-            return {field: tf.zeros([0, widths[field]]) for field in INDEX_FIELDS}
+            return {field: tf.zeros([0, widths[field]]) for field in fields}
 
         def embedded():
-            outputs = self._model.model.embed_items({"title": title, "image_bytes": image})
-            return {field: outputs[field] for field in INDEX_FIELDS}
+            outputs = self._model.model.embed_items(
+                {"title": title, "image_bytes": image, ATTRIBUTE_INPUT: attributes})
+            return {field: outputs[field] for field in fields}
 
         return tf.cond(tf.size(title) > 0, embedded, empty)
 
@@ -163,13 +214,15 @@ class SearchModule(tf.Module):
                       "text": tf.gather(index.text, positions),
                       "image": tf.gather(index.image, positions),
                       "mask": tf.gather(index.mask, positions)}
-        coverage = None
+        coverage = attributes = None
         if self.lexical:
             coverage = query_coverage(word_ids(query, MAX_QUERY_WORDS)[:, None, :],
                                       tf.gather(index.title_words, positions))
+        if self.attribute_columns:
+            attributes = tf.gather(index.attributes, positions)
         return self.ranking_head(query_embedding[:, None, :], candidates["embedding"],
                                  candidates["text"], candidates["image"], candidates["mask"],
-                                 coverage=coverage)
+                                 coverage=coverage, attributes=attributes)
 
     @staticmethod
     def _found_nothing(query, product_ids, scores):
@@ -223,15 +276,17 @@ class SearchModule(tf.Module):
         return {"embedding": self._query_embedding(query)}
 
     @tf.function(input_signature=input_signature("embed_item"))
-    def embed_item(self, title, image):
-        outputs = self._item_outputs(title, image)
+    def embed_item(self, title, image, attributes):
+        """Item embeddings and modality weights of raw titles, image bytes and item-feature
+        strings [B, C] in `item_feature_columns` order ([B, 0]: none known)."""
+        outputs = self._item_outputs(title, image, attributes)
         return {"embedding": outputs["embedding"], "modality_weights": outputs["modality_weights"]}
 
     @tf.function(input_signature=input_signature("embed_item"))
-    def index_outputs(self, title, image):
+    def index_outputs(self, title, image, attributes):
         """Everything the index stores for an item (used when (re-)indexing a catalog)."""
-        outputs = self._item_outputs(title, image)
-        stored = {key: outputs[key] for key in INDEX_FIELDS}
+        outputs = self._item_outputs(title, image, attributes)
+        stored = {key: outputs[key] for key in self._item_fields()}
         if self.lexical:
             stored[LEXICAL_FIELD] = word_ids(title, MAX_TITLE_WORDS)
         return stored

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.config import Config
+from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.pipeline import IMAGE_DECODING, read_image
 from tfmmsearch.data.schema import Product
 from tfmmsearch.model.build import cached_inputs
@@ -31,22 +32,35 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ItemTable:
-    """Per-product raw inputs in catalog order, as plain arrays for tf.data."""
+    """Per-product raw inputs in catalog order, as plain arrays for tf.data.
+
+    `attribute_values` [N, C] holds the raw strings of the model's item-feature columns
+    (`attribute_columns`, model.item_features order; C = 0 without item features), the
+    model's `attribute_values` input.
+    """
 
     product_ids: list[str]
     titles: list[str]
     image_paths: list[str]  # "" = no image
     has_title: np.ndarray
     has_image: np.ndarray
+    attribute_columns: tuple[str, ...] = ()
+    attribute_values: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.attribute_values is None:
+            self.attribute_values = np.empty((len(self.product_ids), 0), dtype=object)
 
     @classmethod
-    def from_products(cls, products: list[Product]) -> "ItemTable":
+    def from_products(cls, products: list[Product], attribute_columns=()) -> "ItemTable":
         return cls(
             product_ids=[p.product_id for p in products],
             titles=[p.title for p in products],
             image_paths=[str(p.image_path) if p.image_path else "" for p in products],
             has_title=np.array([p.has_title for p in products], bool),
             has_image=np.array([p.has_image for p in products], bool),
+            attribute_columns=tuple(attribute_columns),
+            attribute_values=attribute_matrix(products, attribute_columns),
         )
 
     def __len__(self) -> int:

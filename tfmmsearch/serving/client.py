@@ -99,6 +99,28 @@ def _product_id_matrix(product_ids: Any, batch_size: int) -> np.ndarray:
     return string_tensor(flat).reshape(batch_size, width or 0)
 
 
+def _attribute_matrix(attributes: Any, batch_size: int) -> np.ndarray:
+    """[B, C] string tensor of item-feature values ([B, 0] for None)."""
+    if attributes is None:
+        return np.empty((batch_size, 0), dtype=object)
+    if isinstance(attributes, (str, bytes)):
+        raise TypeError("attributes: expected one list of strings per item")
+    rows = [list(row) for row in attributes]
+    if len(rows) != batch_size:
+        raise ValueError(f"attributes: {len(rows)} rows for {batch_size} items; send one list "
+                         "of item-feature values per item")
+    width = len(rows[0]) if rows else 0
+    flat: list[str] = []
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"attributes[{r}]: {len(row)} values but row 0 has {width}")
+        for c, value in enumerate(row):
+            if not isinstance(value, str):
+                raise TypeError(f"attributes[{r}][{c}]: expected str, got {type(value).__name__}")
+        flat.extend(row)
+    return string_tensor(flat).reshape(batch_size, width)
+
+
 # --------------------------------------------------------------------------- output normalising
 
 
@@ -186,14 +208,19 @@ class SearchClient(abc.ABC):
         queries = _text_list(queries, "queries")
         return self.predict("embed_query", {"query": string_tensor(queries)})
 
-    def embed_item(self, titles: Sequence[str], images: Sequence[bytes | None]) -> dict[str, np.ndarray]:
-        """Item embeddings [B,D] and modality weights [B,M] from titles and encoded image bytes (b"" = none)."""
+    def embed_item(self, titles: Sequence[str], images: Sequence[bytes | None],
+                   attributes: Sequence[Sequence[str]] | None = None) -> dict[str, np.ndarray]:
+        """Item embeddings [B,D] and modality weights [B,M] from titles, encoded image bytes
+        (b"" = none) and, for a model with item features, each item's attribute strings in the
+        export's column order (contract.EXPORT_ITEM_FEATURES_FILE; None = none known)."""
         titles = _text_list(titles, "titles")
         images = _bytes_list(images, "images")
         if len(images) != len(titles):
             raise ValueError(f"embed_item: {len(titles)} titles but {len(images)} images; "
                              "pass b'' (or None) for items without a photo")
-        return self.predict("embed_item", {"title": string_tensor(titles), "image": string_tensor(images)})
+        matrix = _attribute_matrix(attributes, len(titles))
+        return self.predict("embed_item", {"title": string_tensor(titles),
+                                           "image": string_tensor(images), "attributes": matrix})
 
 
 class ModelServerClient(SearchClient):

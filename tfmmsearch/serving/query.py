@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tfmmsearch.contract import MODALITIES
 from tfmmsearch.serving.client import DEFAULT_TIMEOUT
 from tfmmsearch.serving.connect import connect
 
 
 def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, str] | None = None) -> str:
-    """Readable results: rank, product id, score, modality weights (text/image), title."""
+    """Readable results: rank, product id, score, modality weights (text/image, and attributes
+    where they count), title."""
     lines = []
     for row, query in enumerate(queries):
         lines.append(f"query: {query!r}")
@@ -26,8 +28,10 @@ def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, 
             score = float(outputs["scores"][row][rank])
             line = f"  {rank + 1:2d}. {product_id:>10s}  score {score:8.3f}"
             if "modality_weights" in outputs:
-                text_w, image_w = np.asarray(outputs["modality_weights"][row][rank], float)
-                line += f"  weights text {text_w:.2f} image {image_w:.2f}"
+                weights = np.asarray(outputs["modality_weights"][row][rank], float)
+                shown = " ".join(f"{name} {weight:.2f}" for name, weight in zip(MODALITIES, weights)
+                                 if name != "attributes" or weight > 0)
+                line += f"  weights {shown}"
             if titles is not None:
                 line += f"  {titles.get(product_id, '(not in catalog)') or '(no title)'}"
             lines.append(line)

@@ -144,16 +144,25 @@ def search_warmup_requests(
     titles: Sequence[str],
     images: Sequence[bytes],
     batch_sizes: Sequence[int] = (1, 8),
+    attributes: Sequence[Sequence[str]] | None = None,
+    signature_inputs: Mapping[str, Sequence[str]] | None = None,
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """One request per contract signature (see `warmup_signatures`) and batch size, from sample rows.
 
-    Inputs are filled by name from the samples (`query`, `product_ids` [B,N], `title`, `image`),
-    so a signature added to the contract gets warmup without a change here; one with an input
-    of another name is refused, naming it, rather than shipped cold. Several batch sizes matter
-    with --enable_batching: each padded batch shape is its own graph run.
+    Inputs are filled by name from the samples (`query`, `product_ids` [B,N], `title`, `image`,
+    `attributes` [B,C]: each title's item-feature strings in the export's column order, None
+    for none (C = 0)), so a signature added to the contract gets warmup without a change here;
+    one with an input of another name is refused, naming it, rather than shipped cold. Several
+    batch sizes matter with --enable_batching: each padded batch shape is its own graph run.
+    `signature_inputs` (signature -> input names) replaces the contract's, for an export written
+    under an older contract (re-indexing keeps its signatures).
     """
     if not queries or not product_ids or not titles or len(titles) != len(images):
         raise ValueError("need at least one query, product id, and title with its image (b'' for none)")
+    if attributes is not None and len(attributes) != len(titles):
+        raise ValueError("need one row of attributes per title")
+    rows = [list(row) for row in attributes] if attributes is not None else [[] for _ in titles]
+    inputs_of = dict(signature_inputs) if signature_inputs is not None else SIGNATURE_INPUTS
 
     def cycle(values: Sequence[Any], n: int) -> list[Any]:
         return [values[i % len(values)] for i in range(n)]
@@ -168,12 +177,18 @@ def search_warmup_requests(
             return string_tensor(cycle(titles, n))
         if name == "image":
             return string_tensor(cycle(images, n))
+        if name == "attributes":
+            chosen = cycle(rows, n)
+            width = len(chosen[0])
+            return string_tensor([value for row in chosen for value in row]).reshape(n, width)
         raise ValueError(f"no warmup sample for input {name!r} of signature {signature_name!r}; "
                          "teach search_warmup_requests (tfmmsearch/serving/warmup.py) to fill it")
 
     requests = []
     for n in batch_sizes:
         for signature_name in warmup_signatures():
-            inputs = {name: sample(signature_name, name, n) for name in SIGNATURE_INPUTS[signature_name]}
+            if signature_name not in inputs_of:
+                continue
+            inputs = {name: sample(signature_name, name, n) for name in inputs_of[signature_name]}
             requests.append((signature_name, inputs))
     return requests

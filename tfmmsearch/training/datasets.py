@@ -2,7 +2,8 @@
 
 Every element carries exactly the keys `MultimodalSearchModel.compute_loss` reads. Inputs
 come from cached encoder features where the towers are frozen, or raw (query string, title
-string, decoded image) where they train. Pairs with a hard negative (search-log pairs) also
+string, decoded image) where they train; the raw item-feature strings (`attribute_values`)
+when the model has item features. Pairs with a hard negative (search-log pairs) also
 carry that product's item inputs under `negative_`-prefixed keys, and `has_negative`.
 """
 
@@ -15,6 +16,7 @@ from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
 from tfmmsearch.training.examples import TrainingExamples
 from tfmmsearch.model.feature_cache import ItemTable
+from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.search_model import NEGATIVE_PREFIX
 
 
@@ -61,6 +63,8 @@ def training_dataset(examples: TrainingExamples, items: ItemTable, *, batch_size
         table["image_features"] = tf.constant(cached["image_features"])
     else:
         table["image_path"] = tf.constant(items.image_paths)
+    if items.attribute_columns:  # raw item-feature strings, parsed by the model's graph
+        table[ATTRIBUTE_INPUT] = tf.constant(items.attribute_values.tolist(), tf.string)
 
     negatives = examples.has_negatives
     negative_table = {key: value for key, value in table.items() if key != "item_attributes"}

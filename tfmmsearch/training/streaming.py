@@ -5,9 +5,10 @@ in-graph tables, so the catalog must fit in memory. Here items are read in order
 TFDS shards (`tfds_catalog.prepare_catalog_dataset`), zipped with the frozen-encoder feature
 shards written beside them (`model.feature_shards`), and each item is expanded into its
 (query, item) pairs. Only small per-item and per-query tables stay in memory: the indices of
-each item's training pairs, attribute ids, sampling probabilities, and the query texts or
-query features. Pairs are shuffled through a bounded buffer (items first, then pairs), so
-memory stays flat however large the catalog; one pass over the split is one epoch and gives
+each item's training pairs, attribute ids, sampling probabilities, the query texts or query
+features, and the raw item-feature strings of a model with item features. Pairs are shuffled
+through a bounded buffer (items first, then pairs), so memory stays flat however large the
+catalog; one pass over the split is one epoch and gives
 every training pair exactly once, like the in-memory path.
 
 Elements carry the same keys, dtypes and shapes as `training_dataset`'s.
@@ -23,11 +24,13 @@ import tensorflow as tf
 
 from tfmmsearch.config import Config
 from tfmmsearch.contract import has_text_tensor
+from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.pipeline import stored_image
 from tfmmsearch.data.prepare import PreparedData
 from tfmmsearch.data.schema import Product
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.feature_shards import FeatureShards, item_feature_shards
+from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, word_ids
 from tfmmsearch.model.search_model import Encoders
 from tfmmsearch.training.datasets import pair_columns, pair_labels
@@ -63,6 +66,7 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
                                shards: Sequence[FeatureShards] | None = None,
                                query_features: np.ndarray | None = None, shuffle: bool = True,
                                words: bool = False, drop_remainder: bool = True,
+                               attribute_values: np.ndarray | None = None,
                                item_buffer: int = ITEM_SHUFFLE_BUFFER,
                                pair_buffer: int = PAIR_SHUFFLE_BUFFER) -> tf.data.Dataset:
     """Batches of pair features streamed from TFDS `splits` of `source` (builder or dir),
@@ -71,7 +75,9 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
     `product_ids` are the products `examples.product_index` points into; `split_ids` the
     splits' ids in prepared order, split after split (default: `product_ids`). `shards`, one
     per split, give title/image features in place of titles/pixels; `query_features`
-    [len(query_texts), H] replace query strings; `words` adds hashed query and title words.
+    [len(query_texts), H] replace query strings; `words` adds hashed query and title words;
+    `attribute_values` [len(split_ids), C] (split_ids order) are the items' raw item-feature
+    strings, kept in memory beside the other per-item tables (a model with item features).
     The splits' order is checked against `split_ids`, and the shards' against the splits, in
     the graph.
     """
@@ -101,6 +107,8 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
         raise ValueError("streamed items cannot carry each pair's hard negative (it is another "
                          "item of the stream): train with training.item_source: memory, or set "
                          "data.search_log.skipped_as_negatives: false")
+    if attribute_values is not None and len(attribute_values) != count:
+        raise ValueError(f"attribute_values has {len(attribute_values)} rows for {count} items")
     if query_features is not None and len(query_features) != len(examples.query_texts):
         raise ValueError(f"query_features has {len(query_features)} rows, examples "
                          f"{len(examples.query_texts)} query texts")
@@ -124,6 +132,8 @@ def streaming_training_dataset(examples: TrainingExamples, product_ids: Sequence
     expected_ids = tf.constant(split_ids, tf.string, shape=[count])
     item_table = {"start": tf.constant(starts), "length": tf.constant(lengths),
                   "item_attributes": tf.constant(attributes)}
+    if attribute_values is not None and attribute_values.shape[1]:
+        item_table[ATTRIBUTE_INPUT] = tf.constant(attribute_values.tolist(), tf.string)
     pair_order = tf.constant(pair_order)
     pair_table = {key: tf.constant(values) for key, values in pair_columns(examples).items()
                   if key not in ("product_index", "negative_index")}
@@ -229,13 +239,16 @@ def streamed_run_dataset(config: Config, prepared: PreparedData, encoders: Encod
         split_items = ItemTable.from_products([by_id[pid] for pid in prepared.splits[split]])
         store = FeatureStore(config, encoders, split_items, cache_dir)
         shards.append(item_feature_shards(store, builder, split))
+    split_ids = [pid for split in splits for pid in prepared.splits[split]]
+    columns = [feature.column for feature in config.model.item_features]
     dataset = streaming_training_dataset(
-        examples, [product.product_id for product in products], builder,
-        [pid for split in splits for pid in prepared.splits[split]],
+        examples, [product.product_id for product in products], builder, split_ids,
         batch_size=batch_size, seed=config.training.seed,
         image_size=config.towers.image.image_size, splits=splits,
         shards=None if shards[0] is None else shards,
-        query_features=query_features, words=config.model.ranking_lexical)
+        query_features=query_features, words=config.model.ranking_lexical,
+        attribute_values=attribute_matrix([by_id[pid] for pid in split_ids], columns)
+        if columns else None)
     inputs = sorted([*(shards[0].dims if shards[0] is not None else ()),
                      *(["query_features"] if query_features is not None else [])])
     return dataset, inputs

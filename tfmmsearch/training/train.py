@@ -2,6 +2,7 @@
 
 A run directory holds everything a run produced and everything needed to resume or export it:
   config.yaml        the exact config (after overrides)
+  item_features.json vocabularies and statistics of model.item_features (only with item features)
   backup/            BackupAndRestore state: rerun the same command to resume after a crash
   checkpoints/       weights after every epoch (tf.train.Checkpoint)
   logs/              TensorBoard event files (+ projector/ with item embeddings)
@@ -40,8 +41,10 @@ from tfmmsearch.model.build import (
     build_encoders,
     build_model,
     encoder_dims,
+    run_item_features,
 )
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
+from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.search_model import MultimodalSearchModel
 from tfmmsearch.model.warm_start import warm_start as warm_start_from
 from tfmmsearch.progress import is_terminal
@@ -136,8 +139,11 @@ def _read_images(items: ItemTable, positions, image_size: int) -> np.ndarray:
 
 def _item_batch(items: ItemTable, positions, cached: dict, image_size: int,
                 images: np.ndarray | None = None) -> dict:
-    """Item-tower inputs for the products at `positions`: cached features where there are any."""
+    """Item-tower inputs for the products at `positions`: cached features where there are any,
+    and the raw item-feature strings of a model with item features."""
     batch = {"has_title": items.has_title[positions], "has_image": items.has_image[positions]}
+    if items.attribute_columns:
+        batch[ATTRIBUTE_INPUT] = items.attribute_values[positions]
     for key, values in cached.items():
         if key in ("title_features", "image_features"):
             batch[key] = values[positions]
@@ -186,6 +192,10 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
     strategy = make_strategy(config.training.strategy)
     prepared = prepare_data(config, progress=chief)
     products = prepared.catalog.products
+    # Item-feature vocabularies and statistics: computed from the catalog once, kept in the run
+    # directory (a resumed run reads them back, as reloading and export do).
+    item_features = run_item_features(config, run_dir, products, write=chief)
+    columns = item_features.columns
     training = training_set(config, prepared, run_dir, write=chief)
     examples = training.examples
     streamed = config.training.item_source == "tfds"
@@ -193,7 +203,8 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
     # validation split's (scored each epoch) when the training items stream from TFDS shards.
     validation_ids = set(prepared.splits["validation"])
     items = ItemTable.from_products(
-        [p for p in products if p.product_id in validation_ids] if streamed else products)
+        [p for p in products if p.product_id in validation_ids] if streamed else products,
+        columns)
 
     with strategy.scope():
         encoders = build_encoders(config)
@@ -212,7 +223,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
         train_cached = {key: value[train_positions] for key, value in cached.items()}
         if train_query_features is not None:
             train_cached["query_features"] = train_query_features
-        train_items = ItemTable.from_products(training.products)
+        train_items = ItemTable.from_products(training.products, columns)
         dataset = training_dataset(examples, train_items, batch_size=batch_size,
                                    seed=config.training.seed,
                                    image_size=config.towers.image.image_size,
@@ -226,7 +237,7 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
 
     dims = encoder_dims(encoders, config.towers.image.image_size)  # eager: outside the scope
     with strategy.scope():
-        model = build_model(config, encoders, dims)
+        model = build_model(config, encoders, dims, item_features)
         model.compile(optimizer=_optimizer(config, steps_per_epoch),
                       jit_compile=config.training.xla or None)
         if warm_start is not None and not (run_dir / BACKUP_DIR).exists():
