@@ -30,7 +30,9 @@ STAND_IN_ITEM_VECTORS = [
     [0.0, 0.2, 0.9, 0.3],
     [0.6, 0.0, 0.5, 0.6],
 ]
-STAND_IN_MODALITY_WEIGHTS = [[0.7, 0.3], [0.5, 0.5], [0.6, 0.4], [0.9, 0.1], [0.2, 0.8]]
+# One column per contract.MODALITIES (text, image, attributes).
+STAND_IN_MODALITY_WEIGHTS = [[0.7, 0.3, 0.0], [0.5, 0.5, 0.0], [0.5, 0.3, 0.2], [0.9, 0.1, 0.0],
+                             [0.2, 0.6, 0.2]]
 STAND_IN_TOP_K = 3
 STAND_IN_DIM = 4
 HASH_BUCKETS = 2 ** 20
@@ -42,6 +44,8 @@ TITLES = ["Red Dress", "Denim Jacket", "Plain Tee"]
 # Raw bytes that are not UTF-8 (JPEG/PNG magic, NUL): only base64 gets them through JSON intact.
 IMAGES = [b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x80\xfe", b"",
           b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xc3\x28"]
+# Item-feature strings for embed_item's `attributes` input (one row per title; non-ASCII on purpose).
+ATTRIBUTES = [["Nike", "1299.00"], ["", ""], ["Zentra Café", "NA"]]
 
 
 class StandInSearchModule(tf.Module):
@@ -93,15 +97,21 @@ class StandInSearchModule(tf.Module):
         return {"embedding": tf.math.l2_normalize(self._query_vector(query), axis=1)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="title"),
-                                  tf.TensorSpec([None], tf.string, name="image")])
-    def embed_item(self, title, image):
-        # Byte count and a hash of the image bytes: any byte lost or altered in transit shows.
+                                  tf.TensorSpec([None], tf.string, name="image"),
+                                  tf.TensorSpec([None, None], tf.string, name="attributes")])
+    def embed_item(self, title, image, attributes):
+        # Byte count and a hash of the image bytes: any byte lost or altered in transit shows;
+        # the first component counts the title's and the attribute strings' bytes.
         image_bytes = tf.cast(tf.strings.length(image), tf.float32)
         image_hash = tf.cast(tf.strings.to_hash_bucket_fast(image, HASH_BUCKETS), tf.float32)
         has_image = image_bytes > 0
-        embedding = tf.stack([tf.cast(tf.strings.length(title), tf.float32) / 10.0, image_bytes,
-                              image_hash, tf.cast(has_image, tf.float32)], axis=1)
-        weights = tf.where(has_image[:, None], tf.constant([[0.6, 0.4]]), tf.constant([[1.0, 0.0]]))
+        attribute_bytes = tf.reduce_sum(tf.strings.length(attributes), axis=1)
+        text = tf.cast(tf.strings.length(title) + attribute_bytes, tf.float32) / 10.0
+        embedding = tf.stack([text, image_bytes, image_hash, tf.cast(has_image, tf.float32)], axis=1)
+        weights = tf.where(has_image[:, None], tf.constant([[0.6, 0.4, 0.0]]),
+                           tf.constant([[1.0, 0.0, 0.0]]))
+        weights = tf.where((attribute_bytes > 0)[:, None],
+                           weights * 0.8 + tf.constant([[0.0, 0.0, 0.2]]), weights)
         return {"embedding": embedding, "modality_weights": weights}
 
 
@@ -197,6 +207,19 @@ class ClientChecks:
         np.testing.assert_array_equal(embedding[:, 1], [len(image) for image in IMAGES])
         np.testing.assert_array_equal(embedding[:, 2], expected_hash.astype(np.float32))
         np.testing.assert_array_equal(embedding[:, 3], [1.0, 0.0, 1.0])
+
+    @staticmethod
+    def attributes_arrive_intact(client: SearchClient) -> None:
+        items = client.embed_item(TITLES, IMAGES, ATTRIBUTES)
+        expected = [(len(title.encode()) + sum(len(v.encode()) for v in row)) / 10.0
+                    for title, row in zip(TITLES, ATTRIBUTES)]
+        np.testing.assert_allclose(items["embedding"][:, 0], expected, rtol=1e-6)
+        np.testing.assert_array_equal(items["modality_weights"][:, 2] > 0, [True, False, True])
+        # Without attributes ([B, 0]) the items are embedded from title and image alone.
+        plain = client.embed_item(TITLES, IMAGES)
+        np.testing.assert_allclose(plain["embedding"][:, 0], [len(t) / 10.0 for t in TITLES],
+                                   rtol=1e-6)
+        assert not plain["modality_weights"][:, 2].any()
 
     @staticmethod
     def bad_input_is_refused_then_served(client: ModelServerClient) -> None:

@@ -31,6 +31,7 @@ from tests.serving.conftest import (
     make_client,
 )
 from tests.serving.ports import free_port, silent_listener
+from tfmmsearch.contract import MODALITIES
 from tfmmsearch.serving.client import SearchClient, ServingError
 from tfmmsearch.serving.connect import connect
 from tfmmsearch.serving.grpc_client import GrpcClient, make_predict_request, outputs_from_tensor_protos
@@ -48,6 +49,10 @@ def test_image_bytes_reach_embed_item_intact(served_client, client_checks):
     client_checks.image_bytes_arrive_intact(served_client)
 
 
+def test_attribute_values_reach_embed_item_intact(served_client, client_checks):
+    client_checks.attributes_arrive_intact(served_client)
+
+
 def test_bad_input_gives_the_server_message_and_the_server_keeps_answering(served_client, client_checks):
     client_checks.bad_input_is_refused_then_served(served_client)
 
@@ -57,7 +62,7 @@ def test_outputs_follow_the_export_contract(local_client):
     found = local_client.search(QUERIES)
     assert found["product_ids"].shape == (batch, STAND_IN_TOP_K)
     assert found["scores"].dtype == np.float32 and found["scores"].shape == (batch, STAND_IN_TOP_K)
-    assert found["modality_weights"].shape == (batch, STAND_IN_TOP_K, 2)
+    assert found["modality_weights"].shape == (batch, STAND_IN_TOP_K, len(MODALITIES))
     assert set(found["product_ids"].ravel()) <= set(STAND_IN_PRODUCT_IDS)
     assert np.all(np.diff(found["scores"], axis=1) <= 0), "top-K must come best first"
 
@@ -195,7 +200,8 @@ def test_single_output_signatures_omit_the_output_name(fixture_server, local_cli
 
 
 def test_b64_objects_carry_raw_bytes_in_row_format(fixture_server, local_client):
-    instances = [{"title": t, "image": {"b64": base64.b64encode(i).decode()}} for t, i in zip(TITLES, IMAGES)]
+    instances = [{"title": t, "image": {"b64": base64.b64encode(i).decode()}, "attributes": []}
+                 for t, i in zip(TITLES, IMAGES)]
     status, _, text = _post(fixture_server, PREDICT, {"signature_name": "embed_item", "instances": instances})
     assert status == 200
     rows = json.loads(text)["predictions"]
@@ -205,8 +211,10 @@ def test_b64_objects_carry_raw_bytes_in_row_format(fixture_server, local_client)
 
 def test_floats_are_written_as_their_shortest_float32_decimal(fixture_server):
     text = _post(fixture_server, PREDICT, {"signature_name": "embed_item",
-                                           "inputs": {"title": ["x"], "image": [""]}})[2]
-    # modality weights [1.0, 0.0] for a title-only item; 0.1 (title length / 10) not 0.10000000149.
+                                           "inputs": {"title": ["x"], "image": [""],
+                                                      "attributes": [[]]}})[2]
+    # modality weights [1.0, 0.0, 0.0] for a title-only item; 0.1 (title length / 10) not
+    # 0.10000000149.
     assert "0.1," in text.replace(" ", "") and "0.10000000149" not in text
 
 
@@ -241,7 +249,8 @@ BAD_REQUESTS = [
     pytest.param(PREDICT, {"signature_name": "rank", "inputs": {"query": ["a", "b"],
                                                                 "product_ids": [["p1"], ["p1", "p2"]]}},
                  400, "Encountered list at unexpected size", id="ragged"),
-    pytest.param(PREDICT, {"signature_name": "embed_item", "inputs": {"title": ["t"], "image": [{"b64": "**"}]}},
+    pytest.param(PREDICT, {"signature_name": "embed_item", "inputs": {"title": ["t"], "image": [{"b64": "**"}],
+                                                                "attributes": [[]]}},
                  400, "Unable to base64 decode", id="bad-base64"),
     pytest.param(PREDICT, {"signature_name": "rank", "inputs": {"query": ["a", "b"], "product_ids": [["p1"]]}},
                  400, "", id="batch-mismatch-fails-inside-the-model"),

@@ -9,7 +9,9 @@ import pytest
 from tests.serving.conftest import MODEL_NAME, QUERIES, STAND_IN_TOP_K
 from tfmmsearch.cli import main
 
-ROW = re.compile(r"^\s+(\d+)\.\s+(p\d)\s+score\s+(-?[\d.]+)\s+weights text [\d.]+ image [\d.]+$")
+# Attribute weights are printed where the item has the attribute modality (weight above 0).
+ROW = re.compile(r"^\s+(\d+)\.\s+(p\d)\s+score\s+(-?[\d.]+)\s+weights text [\d.]+ image [\d.]+"
+                 r"( attributes [\d.]+)?$")
 
 
 def _targets(server, base_path) -> dict[str, str]:
