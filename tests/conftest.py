@@ -87,9 +87,10 @@ def tiny_hub_cache(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- a tiny export
 
 def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None = None) -> Path:
-    """config.yaml + final weights of an untrained tiny model over a 60-item synthetic catalog."""
+    """config.yaml + final weights (+ item_features.json with model.item_features) of an
+    untrained tiny model over a 60-item synthetic catalog."""
     from tfmmsearch.config import load_config, save_config
-    from tfmmsearch.model.build import RUN_WEIGHTS, build_model
+    from tfmmsearch.model.build import RUN_WEIGHTS, build_model, run_item_features
 
     config = load_config(None, [
         f"data.work_dir={root / 'data'}", "data.synthetic.num_items=60",
@@ -100,7 +101,14 @@ def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None 
     run_dir = root / "run"
     run_dir.mkdir()
     save_config(config, run_dir / "config.yaml")
-    model = build_model(config)
+    item_features = None
+    if config.model.item_features:  # vocabularies and statistics from the catalog, as training
+        from tfmmsearch.data.catalog import read_catalog
+        from tfmmsearch.data.prepare import resolve_catalog_dir
+
+        products = read_catalog(resolve_catalog_dir(config)).products
+        item_features = run_item_features(config, run_dir, products, write=True)
+    model = build_model(config, item_features=item_features)
     model.build_heads()
     model.save_weights(str(run_dir / RUN_WEIGHTS))
     return run_dir

@@ -13,6 +13,7 @@ import pytest
 from tfmmsearch.config import (
     Config,
     ConfigError,
+    ItemFeatureConfig,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -305,3 +306,77 @@ def test_an_override_that_breaks_a_section_rule_is_named(tmp_path):
     # setting two fractions one after the other is fine when the result sums to 1
     config = load_config(path, ["data.splits.train=0.7", "data.splits.test=0.2"])
     assert (config.data.splits.train, config.data.splits.test) == (0.7, 0.2)
+
+
+# --------------------------------------------------------------------------- item features
+
+
+BRAND = "{column: brand, kind: categorical, max_vocabulary: 50, embedding_dim: 8}"
+PRICE = "{column: price, kind: numeric, transform: log1p}"
+
+
+def test_item_features_load_from_a_yaml_list():
+    config = load_config(None, [f"model.item_features=[{BRAND}, {PRICE}]",
+                                "model.ranking_interactions=[fused, attributes]"])
+    brand, price = config.model.item_features
+    assert (brand.column, brand.kind, brand.max_vocabulary, brand.embedding_dim) == \
+        ("brand", "categorical", 50, 8)
+    assert (price.column, price.kind, price.transform) == ("price", "numeric", "log1p")
+    assert config_from_dict(config_to_dict(config)) == config
+    assert load_config(None).model.item_features == []  # the default: no attribute modality
+
+
+@pytest.mark.parametrize("items, key, words", [
+    ("[{column: brand, kind: colour}]", r"model.item_features[0].kind", "'colour' is not one of"),
+    ("[{column: price, kind: numeric, transform: sqrt}]", r"model.item_features[0].transform",
+     "'sqrt' is not one of"),
+    ("[{column: brand, max_vocabulary: 0}]", r"model.item_features[0].max_vocabulary",
+     "must be >= 1"),
+    ("[{column: brand, embedding_dim: 0}]", r"model.item_features[0].embedding_dim",
+     "must be >= 1"),
+    ("[{column: tags, kind: multi_categorical, separator: ''}]",
+     r"model.item_features[0].separator", "needs a separator"),
+    ("[{column: ' '}]", r"model.item_features[0].column", "name the catalog column"),
+    (f"[{BRAND}, {{column: brand}}]", r"model.item_features[1].column",
+     "already model.item_features[0]"),
+    ("[{column: brand, colour: red}]", r"model.item_features[0].colour", "unknown key"),
+    # The label columns of the protocol (data.attributes) and their parents are the answer.
+    ("[{column: article_type}]", r"model.item_features[0].column", "data.attributes.article_type"),
+    (f"[{BRAND}, {{column: base_colour}}]", r"model.item_features[1].column",
+     "data.attributes.base_colour"),
+    ("[{column: master_category}]", r"model.item_features[0].column", "parent category"),
+    ("[{column: sub_category}]", r"model.item_features[0].column", "parent category"),
+])
+def test_bad_item_features_are_errors_naming_the_key(items, key, words):
+    override = f"model.item_features={items}"
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    message = str(caught.value)
+    assert message.startswith(f"--set {override}: {key}"), message
+    assert words in message, message
+
+
+def test_a_renamed_label_column_is_refused_under_its_own_name_and_the_old_name_is_free():
+    with pytest.raises(ConfigError, match=r"model\.item_features\[0\]\.column: 'colour' is "
+                                          r"data\.attributes\.base_colour"):
+        load_config(None, ["data.attributes.base_colour=colour", "model.item_features=[{column: colour}]"])
+    config = load_config(None, ["data.attributes.base_colour=colour",
+                                "model.item_features=[{column: base_colour}]"])
+    assert config.model.item_features[0].column == "base_colour"
+    # Season and year are not label columns: they may be item features.
+    load_config(None, ["model.item_features=[{column: season}, {column: year, kind: numeric}]"])
+
+
+def test_the_attributes_interaction_needs_item_features():
+    with pytest.raises(ConfigError, match=r"model\.ranking_interactions\[1\]: attributes needs "
+                                          r"model\.item_features"):
+        load_config(None, ["model.ranking_interactions=[fused, attributes]"])
+
+
+def test_every_item_feature_key_is_read_by_the_package():
+    # model.item_features entries sit in a list, which the walk above does not enter; the
+    # package reads each entry's keys off the entry, `feature.<key>`.
+    reads, _ = _package_reads()
+    unread = [item.name for item in dataclasses.fields(ItemFeatureConfig)
+              if ("feature", item.name) not in reads]
+    assert not unread, f"model.item_features keys no code reads: {', '.join(unread)}"

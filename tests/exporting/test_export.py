@@ -43,7 +43,8 @@ FRESH_PROCESS = textwrap.dedent("""
             out[f"{name}/{key}"] = value.numpy()
     ranked = model.signatures["rank"](query=queries[:1], product_ids=tf.constant([["100001", "nope"]]))
     out.update({f"rank/{k}": v.numpy() for k, v in ranked.items()})
-    items = model.signatures["embed_item"](title=tf.constant(["Red Dress", ""]), image=tf.constant([b"", image]))
+    items = model.signatures["embed_item"](title=tf.constant(["Red Dress", ""]), image=tf.constant([b"", image]),
+                                           attributes=tf.fill([2, 0], ""))
     out.update({f"embed_item/{k}": v.numpy() for k, v in items.items()})
     np.savez(sys.argv[4], **{k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()})
 """)
@@ -71,7 +72,8 @@ def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_mode
         "title": tf.constant(["Red Dress", ""]),
         "image_bytes": tf.constant([b"", catalog_images[0].read_bytes()])})
     np.testing.assert_allclose(served["embed_item/embedding"], expected_items["embedding"].numpy(), atol=1e-5)
-    np.testing.assert_allclose(served["embed_item/modality_weights"], [[1, 0], [0, 1]], atol=1e-6)
+    # One weight per modality; this model has no item features, so its attribute weight is 0.
+    np.testing.assert_allclose(served["embed_item/modality_weights"], [[1, 0, 0], [0, 1, 0]], atol=1e-6)
 
     # retrieve = exact top-K over the index, checked against numpy brute force.
     loaded = tf.saved_model.load(str(exported))
@@ -88,7 +90,7 @@ def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_mode
         assert np.all(served[f"{name}/scores"][2] == -np.inf)
     # search returns K ranked results with per-modality weights, scores descending.
     assert served["serving_default/product_ids"].shape == (3, 10)
-    assert served["serving_default/modality_weights"].shape == (3, 10, 2)
+    assert served["serving_default/modality_weights"].shape == (3, 10, 3)
     assert np.all(np.diff(served["serving_default/scores"][:2], axis=1) <= 1e-6)
     assert set(served["serving_default/product_ids"][:2].ravel()) <= set(index_ids)
     # rank: a known id gets a real score, an unknown one the documented sentinel.
@@ -107,16 +109,26 @@ def test_bad_inputs_give_errors_not_crashes(exported):
     jpeg = next(Path(exported.parent.parent.parent / "data" / "synthetic_catalog" / "images").glob("*.jpg"))
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch position 1"):
         loaded.signatures["embed_item"](title=tf.constant(["x", "y"]),
-                                        image=tf.constant([jpeg.read_bytes(), b"not a jpeg"]))
+                                        image=tf.constant([jpeg.read_bytes(), b"not a jpeg"]),
+                                        attributes=tf.fill([2, 0], ""))
     # Mismatched batches are InvalidArgument with a message, not an internal error.
     with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
-        loaded.signatures["embed_item"](title=tf.constant(["x", "y"]), image=tf.constant([b""]))
+        loaded.signatures["embed_item"](title=tf.constant(["x", "y"]), image=tf.constant([b""]),
+                                        attributes=tf.fill([2, 0], ""))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        loaded.signatures["embed_item"](title=tf.constant(["x", "y"]), image=tf.constant([b"", b""]),
+                                        attributes=tf.fill([1, 0], ""))
+    # A model without item features takes no attribute values.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="reads no item features"):
+        loaded.signatures["embed_item"](title=tf.constant(["x"]), image=tf.constant([b""]),
+                                        attributes=tf.constant([["Nike"]]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
         loaded.signatures["rank"](query=tf.constant(["x", "y"]), product_ids=tf.constant([["a"]]))
     # A batch of 0 items gives empty outputs.
     empty = loaded.signatures["embed_item"](title=tf.constant([], tf.string),
-                                            image=tf.constant([], tf.string))
-    assert empty["embedding"].shape == (0, 16) and empty["modality_weights"].shape == (0, 2)
+                                            image=tf.constant([], tf.string),
+                                            attributes=tf.fill([0, 0], ""))
+    assert empty["embedding"].shape == (0, 16) and empty["modality_weights"].shape == (0, 3)
     # The same loaded model keeps answering afterwards; blank queries find nothing.
     out = loaded.signatures["serving_default"](query=tf.constant(["", "  \t", "caps"]))
     assert out["product_ids"].shape == (3, 10)

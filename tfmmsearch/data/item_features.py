@@ -75,15 +75,15 @@ class FeatureStats:
     def categorical(self) -> bool:
         return self.kind in ("categorical", "multi_categorical")
 
-    def matches(self, config: ItemFeatureConfig) -> bool:
+    def matches(self, feature: ItemFeatureConfig) -> bool:
         """Whether these statistics were computed for this config entry."""
-        same = (self.column, self.kind) == (config.column, config.kind)
+        same = (self.column, self.kind) == (feature.column, feature.kind)
         if self.kind == "multi_categorical":
-            same = same and self.separator == config.separator
+            same = same and self.separator == feature.separator
         if self.kind == "numeric":
-            same = same and self.transform == config.transform
+            same = same and self.transform == feature.transform
         if self.categorical:
-            same = same and len(self.vocabulary) <= config.max_vocabulary
+            same = same and len(self.vocabulary) <= feature.max_vocabulary
         return same
 
 
@@ -123,7 +123,7 @@ class ItemFeatureStats:
         of the same kinds and options)."""
         where = f"{source}: " if source else ""
         if len(configs) != len(self.features) or not all(
-                stats.matches(config) for stats, config in zip(self.features, configs)):
+                stats.matches(feature) for stats, feature in zip(self.features, configs)):
             raise ValueError(f"{where}item-feature statistics for {list(self.columns)} do not "
                              f"match model.item_features "
                              f"{[(c.column, c.kind) for c in configs]}")
@@ -154,26 +154,26 @@ def _check_columns(products: Sequence, configs: Sequence[ItemFeatureConfig]) -> 
     known = set()
     for product in products:
         known.update(product.attributes)
-    for index, config in enumerate(configs):
-        if config.column not in known:
+    for index, feature in enumerate(configs):
+        if feature.column not in known:
             key = f"model.item_features[{index}].column"
-            raise ConfigError(f"{key}: the catalog has no column {config.column!r} (its "
+            raise ConfigError(f"{key}: the catalog has no column {feature.column!r} (its "
                               f"attribute columns: {', '.join(sorted(known)) or 'none'})", key)
 
 
-def feature_stats(products: Sequence, config: ItemFeatureConfig) -> FeatureStats:
+def feature_stats(products: Sequence, feature: ItemFeatureConfig) -> FeatureStats:
     """One column's statistics over `products` (objects with an `attributes` dict)."""
-    cells = [product.attributes.get(config.column, "") for product in products]
-    if config.kind == "numeric":
-        values = [numeric_value(cell, config.transform) for cell in cells]
+    cells = [product.attributes.get(feature.column, "") for product in products]
+    if feature.kind == "numeric":
+        values = [numeric_value(cell, feature.transform) for cell in cells]
         present = np.array([value for value in values if value is not None], np.float64)
         mean = float(present.mean()) if len(present) else 0.0
         std = float(present.std()) if len(present) else 0.0
         if not std > 1e-12:
             std = 1.0
-        return FeatureStats(config.column, config.kind, transform=config.transform, mean=mean,
+        return FeatureStats(feature.column, feature.kind, transform=feature.transform, mean=mean,
                             std=std, present=len(present), missing=len(cells) - len(present))
-    separator = config.separator if config.kind == "multi_categorical" else None
+    separator = feature.separator if feature.kind == "multi_categorical" else None
     counts: Counter = Counter()
     present = 0
     for cell in cells:
@@ -181,9 +181,9 @@ def feature_stats(products: Sequence, config: ItemFeatureConfig) -> FeatureStats
         counts.update(values)
         present += bool(values)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    vocabulary = tuple(value for value, _ in ranked[:config.max_vocabulary])
-    dropped = sum(count for _, count in ranked[config.max_vocabulary:])
-    return FeatureStats(config.column, config.kind, vocabulary=vocabulary,
+    vocabulary = tuple(value for value, _ in ranked[:feature.max_vocabulary])
+    dropped = sum(count for _, count in ranked[feature.max_vocabulary:])
+    return FeatureStats(feature.column, feature.kind, vocabulary=vocabulary,
                         separator=separator or "", present=present, missing=len(cells) - present,
                         out_of_vocabulary=dropped)
 
@@ -197,7 +197,7 @@ def compute_item_feature_stats(products: Sequence, configs: Sequence[ItemFeature
     if not configs:
         return NO_ITEM_FEATURES
     _check_columns(products, configs)
-    return ItemFeatureStats(tuple(feature_stats(products, config) for config in configs))
+    return ItemFeatureStats(tuple(feature_stats(products, feature) for feature in configs))
 
 
 def attribute_matrix(products: Sequence, columns: Sequence[str]) -> np.ndarray:

@@ -38,8 +38,8 @@ def encoder_features(stats: ItemFeatureStats, configs) -> list[dict]:
     stats.check_config(configs)
     return [{"column": s.column, "kind": s.kind, "vocabulary": list(s.vocabulary),
              "separator": s.separator, "transform": s.transform, "mean": s.mean, "std": s.std,
-             "embedding_dim": c.embedding_dim if s.categorical else 0}
-            for s, c in zip(stats.features, configs)]
+             "embedding_dim": feature.embedding_dim if s.categorical else 0}
+            for s, feature in zip(stats.features, configs)]
 
 
 class _Vocabulary:
