@@ -1,7 +1,8 @@
 """Every layer and model of tfmmsearch.model survives get_config/from_config and save/reload.
 
-Each fusion (attention, concat, gated), each ranking-head variant, both towers (with and
-without projection dropout) and the encoder layers go through the round trips of
+Each fusion (attention, concat, gated), each ranking-head variant (with attributes too), both
+towers (with and without projection dropout, the item tower with item features) and the
+encoder layers go through the round trips of
 tests/harness.py, which compare configs, weight layouts and inference outputs.
 """
 
@@ -16,7 +17,9 @@ from tests.harness import (
     assert_saving_round_trip,
     wrap_layer,
 )
-from tfmmsearch.config import ImageTowerConfig, ModelConfig
+from tfmmsearch.config import ImageTowerConfig, ItemFeatureConfig, ModelConfig
+from tfmmsearch.data.item_features import compute_item_feature_stats
+from tfmmsearch.data.schema import Product
 from tfmmsearch.hub.registry import resolve_handle
 from tfmmsearch.model.encoders import ColourHistogram, TopLayersKerasLayer, build_image_encoder
 from tfmmsearch.model.fusion import (
@@ -26,6 +29,7 @@ from tfmmsearch.model.fusion import (
     ModalityDropout,
     make_fusion,
 )
+from tfmmsearch.model.item_features import encoder_features
 from tfmmsearch.model.ranking import RankingHead
 from tfmmsearch.model.retrieval import GlobalBatchRetrieval
 from tfmmsearch.model.towers import build_item_tower, build_query_tower
@@ -125,6 +129,28 @@ def test_ranking_head_saving_round_trip(interactions, lexical, tmp_path):
     assert_saving_round_trip(wrap_layer(_head(interactions, lexical), x, _apply_head), x, tmp_path)
 
 
+def _attribute_head():
+    return RankingHead(hidden_units=(6, 4), cross_rank=3, interactions=["fused", "attributes"],
+                       lexical=True, attributes=True, name="ranking_head")
+
+
+def _head_inputs_with_attributes():
+    mask = tf.concat([tf.cast(MASK, tf.float32), tf.constant([[1.0], [0.0], [1.0], [1.0]])], -1)
+    return {**_head_inputs(), "attributes": _unit(BATCH, DIM, seed=12), "mask": mask}
+
+
+def test_ranking_head_with_attributes_round_trips(tmp_path):
+    x = _head_inputs_with_attributes()
+    clone = assert_config_round_trip(
+        _attribute_head(), (x["query"], x["fused"], x["text"], x["image"], x["mask"]),
+        {"coverage": x["coverage"], "attributes": x["attributes"]})
+    assert (clone.attributes, clone.interactions) == (True, ["fused", "attributes"])
+    model = wrap_layer(_attribute_head(), x, lambda layer, v: layer(
+        v["query"], v["fused"], v["text"], v["image"], v["mask"], coverage=v["coverage"],
+        attributes=v["attributes"]))
+    assert_saving_round_trip(model, x, tmp_path)
+
+
 # --------------------------------------------------------------------------- towers
 
 def _tower_config(fusion="attention", projection_dropout=0.0):
@@ -150,6 +176,40 @@ def test_item_tower_config_round_trip(fusion, dropout):
 def test_item_tower_saving_round_trip(fusion, dropout, tmp_path):
     tower = build_item_tower(12, 10, _tower_config(fusion, dropout))
     assert_saving_round_trip(tower, _item_inputs(), tmp_path)
+
+
+ITEM_FEATURES = [ItemFeatureConfig("brand", "categorical", max_vocabulary=2, embedding_dim=3),
+                 ItemFeatureConfig("material", "multi_categorical", embedding_dim=2),
+                 ItemFeatureConfig("price", "numeric", transform="log1p")]
+
+
+def _attribute_features():
+    products = [Product(str(i), "t", None, {"brand": b, "material": m, "price": p})
+                for i, (b, m, p) in enumerate([("Nike", "a|b", "10"), ("Puma", "b", ""),
+                                               ("Nike", "", "99"), ("Zara", "c", "5")])]
+    return encoder_features(compute_item_feature_stats(products, ITEM_FEATURES), ITEM_FEATURES)
+
+
+def _item_inputs_with_attributes():
+    return {**_item_inputs(), "attribute_values": tf.constant(
+        [["Nike", "a|c", "12"], ["", "", ""], ["Zara", "NA", "1,299"], ["Puma", "b", "7"]])}
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_item_tower_with_item_features_round_trips(fusion, tmp_path):
+    config = ModelConfig(embedding_dim=DIM, fusion=fusion, item_features=ITEM_FEATURES)
+    tower = build_item_tower(12, 10, config, _attribute_features())
+    inputs = _item_inputs_with_attributes()
+    clone = assert_config_round_trip(tower, (inputs,))
+    encoder = clone.get_layer("attribute_encoder")
+    assert encoder.features == tower.get_layer("attribute_encoder").features
+    assert encoder.columns == ["brand", "material", "price"]
+    assert_saving_round_trip(tower, inputs, tmp_path)
+    # And by checkpoint, as training runs restore it.
+    tower.save_weights(str(tmp_path / "ckpt"))
+    fresh = build_item_tower(12, 10, config, _attribute_features())
+    fresh.load_weights(str(tmp_path / "ckpt")).assert_existing_objects_matched()
+    assert_outputs_close(tower(inputs, training=False), fresh(inputs, training=False))
 
 
 @pytest.mark.parametrize("dropout", (0.0, 0.3))

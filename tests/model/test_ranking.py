@@ -84,3 +84,36 @@ def test_ranking_head_without_image_interactions_reads_the_image_only_through_it
                            full(query, fused, text, moved, mask).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="choose from fused, text, image"):
         RankingHead([8], interactions=["colour"])
+
+
+def test_a_head_with_attributes_reads_the_attribute_vector_only_where_the_item_has_it():
+    head = RankingHead([8], interactions=["fused", "attributes"], attributes=True)
+    rng = np.random.default_rng(1)
+    query = tf.constant(rng.normal(size=(2, 1, 4)), tf.float32)
+    fused, text, image, attributes = [tf.constant(rng.normal(size=(2, 3, 4)), tf.float32)
+                                      for _ in range(4)]
+    mask = tf.constant([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]] * 2)
+    scores = head(query, fused, text, image, mask, attributes=attributes).numpy()
+    moved = head(query, fused, text, image, mask, attributes=attributes + 3.0).numpy()
+    # Candidates 0 and 2 have attributes: their scores move; candidate 1 has none: it does not.
+    assert np.abs(scores[:, [0, 2]] - moved[:, [0, 2]]).min() > 1e-4
+    np.testing.assert_allclose(scores[:, 1], moved[:, 1], rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the attribute vectors"):
+        head(query, fused, text, image, mask)
+    # The attributes interaction is part of the features: a head without it sees 4 fewer.
+    plain = RankingHead([8], interactions=["fused"], attributes=True)
+    plain(query, fused, text, image, mask, attributes=attributes)
+    assert head.cross._dense_u.kernel.shape[0] == plain.cross._dense_u.kernel.shape[0] + 4
+
+
+def test_a_head_without_attributes_refuses_the_interaction_and_ignores_a_third_mask_column():
+    with pytest.raises(ValueError, match="attributes needs item features"):
+        RankingHead([8], interactions=["fused", "attributes"])
+    head = RankingHead([8])
+    rng = np.random.default_rng(2)
+    query = tf.constant(rng.normal(size=(1, 1, 4)), tf.float32)
+    items = [tf.constant(rng.normal(size=(1, 3, 4)), tf.float32) for _ in range(3)]
+    two = tf.constant([[[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]])
+    three = tf.concat([two, tf.ones([1, 3, 1])], axis=-1)
+    np.testing.assert_allclose(head(query, *items, two).numpy(), head(query, *items, three).numpy(),
+                               rtol=1e-6)
