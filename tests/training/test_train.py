@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tests.training.conftest import TinyRun, read_checkpoint
 from tfmmsearch.config import load_config
+from tfmmsearch.data.item_features import ITEM_FEATURES_FILE, ItemFeatureStats, attribute_matrix
 from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.data.prepare import prepare_data
 from tfmmsearch.data.queries import grade_matrix
@@ -48,11 +49,14 @@ def split_set(config, split: str = "validation"):
 
 
 def item_embeddings(model, products) -> np.ndarray:
-    """Item embeddings from raw titles and image files (the model owns its encoders, so
-    this works whatever a run caches)."""
+    """Item embeddings from raw titles, image files and item-feature values (the model owns its
+    encoders, so this works whatever a run caches)."""
     batch = {"title": tf.constant([p.title for p in products]),
              "image_bytes": tf.constant([p.image_path.read_bytes() if p.image_path else b""
                                          for p in products])}
+    if model.item_feature_columns:
+        batch["attribute_values"] = tf.constant(
+            attribute_matrix(products, model.item_feature_columns).tolist())
     return model.embed_items(batch)["embedding"].numpy()
 
 
@@ -201,3 +205,65 @@ def test_lexical_head_trains_on_word_coverage_and_reloads(tmp_path, tiny_config)
     query, mask = tf.fill([1, 1, dim], 0.1), tf.ones([1, 2, 2])
     scores = model.ranking_head(query, *vectors, mask, coverage=tf.constant([[0.0, 1.0]])).numpy()
     assert scores[0, 0] != pytest.approx(scores[0, 1], abs=1e-6)  # only the coverage differs
+
+
+# --------------------------------------------------------------------------- item features
+
+
+ITEM_FEATURES = ("model.item_features=[{column: brand, kind: categorical, max_vocabulary: 100, "
+                 "embedding_dim: 4}, {column: price, kind: numeric, transform: log1p}]",
+                 "model.ranking_interactions=[fused, text, image, attributes]")
+
+
+def test_item_features_train_reload_and_export(tmp_path, tiny_config):
+    from tfmmsearch.contract import ATTRIBUTES_FIELD, EXPORT_ITEM_FEATURES_FILE
+    from tfmmsearch.exporting.export import embed_items, export
+
+    config = tiny_config(*ITEM_FEATURES, "training.epochs=1")
+    run = train_complete_run(config, tmp_path / "run")
+    weights = run.result.history["attributes_weight"]
+    assert len(weights) == 1 and 0.0 < weights[0] < 1.0
+    assert np.isfinite(run.result.history["ranking_loss"]).all()
+    # The vocabularies and statistics came from the catalog and are kept with the run.
+    stats = ItemFeatureStats.read(run.run_dir / ITEM_FEATURES_FILE)
+    brand, price = stats.features
+    assert stats.columns == ("brand", "price") and len(brand.vocabulary) > 3
+    assert price.present > 0.9 * (price.present + price.missing) and price.missing > 0
+    assert 4.0 < price.mean < 9.0  # log1p of prices in the hundreds to thousands
+
+    # Reloaded, the model embeds the validation items (with their brands and prices) exactly as
+    # the trained one did (the run's projector).
+    config, model = assert_reload_matches_training(run)
+    assert model.item_feature_columns == ("brand", "price")
+
+    products, _ = split_set(config)
+    products = products[:12]
+    version = export(run.run_dir, base_dir=tmp_path / "export" / "tiny", products=products)
+    stored = json.loads((version / EXPORT_ITEM_FEATURES_FILE).read_text(encoding="utf-8"))
+    assert stored == {"columns": ["brand", "price"]}
+    loaded = tf.saved_model.load(str(version))
+    titles = tf.constant([p.title for p in products])
+    images = tf.constant([p.image_path.read_bytes() if p.image_path else b"" for p in products])
+    values = attribute_matrix(products, ["brand", "price"])
+    embed = loaded.signatures["embed_item"]
+    served = embed(title=titles, image=images, attributes=tf.constant(values.tolist()))
+    expected = model.embed_items({"title": titles, "image_bytes": images,
+                                  "attribute_values": tf.constant(values.tolist())})
+    np.testing.assert_allclose(served["embedding"].numpy(), expected["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(served["modality_weights"].numpy(),
+                               expected["modality_weights"].numpy(), atol=1e-5)
+    assert (served["modality_weights"].numpy()[:, 2] > 0).all()
+    unknown = embed(title=titles, image=images, attributes=tf.fill([len(products), 0], ""))
+    plain = model.embed_items({"title": titles, "image_bytes": images})
+    np.testing.assert_allclose(unknown["embedding"].numpy(), plain["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(unknown["modality_weights"].numpy()[:, 2], 0.0)
+    # The index holds the items embedded with their attributes; re-indexing reads them too.
+    np.testing.assert_allclose(loaded.index.embeddings.numpy(), expected["embedding"].numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(loaded.index.attributes.numpy(), expected["attributes"].numpy(),
+                               atol=1e-5)
+    paths = [str(p.image_path or "") for p in products]
+    again = embed_items(loaded.index_outputs, [p.title for p in products], paths,
+                        attributes=values)
+    np.testing.assert_allclose(again["embedding"], expected["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(again[ATTRIBUTES_FIELD], expected["attributes"].numpy(), atol=1e-5)
