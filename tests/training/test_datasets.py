@@ -34,7 +34,8 @@ def catalog(tmp_path_factory):
             path.write_bytes(tf.io.encode_jpeg(pixels, quality=100).numpy())
         title = "" if index == 5 else f"{gender} {colour} Tshirt"
         products.append(Product(f"p{index}", title, path, {
-            "article_type": "Tshirts", "gender": gender, "base_colour": colour}))
+            "article_type": "Tshirts", "gender": gender, "base_colour": colour,
+            "brand": f"Brand {index}", "price": "" if index == 1 else f"{100 + index}.00"}))
     queries = [Query("tees", {"article_type": "Tshirts"}),
                Query("red tees", {"article_type": "Tshirts", "base_colour": "Red"}),
                Query("tees for women", {"article_type": "Tshirts", "gender": "Women"})]
@@ -190,3 +191,34 @@ def test_log_pairs_carry_their_skipped_products_inputs(catalog):
     assert raw["negative_title"].decode() == items.titles[1]
     assert raw["negative_image"].shape == (SIZE, SIZE, 3)
     assert raw["negative_image"][..., 1].mean() > 0.9  # p1 is the green tee
+
+
+def test_item_feature_strings_travel_with_the_item_and_its_hard_negative(catalog):
+    import dataclasses
+
+    products, examples, _ = catalog
+    items = ItemTable.from_products(products, ("brand", "price"))
+    negatives = np.full(len(examples), -1, np.int32)
+    negatives[::2] = (examples.product_index[::2] + 1) % len(products)  # every other pair
+    with_negatives = dataclasses.replace(examples, negative_index=negatives)
+    dataset = training_dataset(with_negatives, items, batch_size=BATCH, seed=0, image_size=SIZE,
+                               shuffle=False)
+    spec = dataset.element_spec
+    assert spec["attribute_values"].dtype == tf.string
+    assert spec["attribute_values"].shape.as_list() == [BATCH, 2]
+    assert spec["negative_attribute_values"].shape.as_list() == [BATCH, 2]
+    for example, row in enumerate(elements(dataset)):
+        product = products[examples.product_index[example]]
+        assert row["attribute_values"].tolist() == [product.attributes["brand"].encode(),
+                                                    product.attributes["price"].encode()]
+        if negatives[example] >= 0:
+            negative = products[negatives[example]]
+            assert row["has_negative"]
+            assert row["negative_attribute_values"][0] == negative.attributes["brand"].encode()
+            assert row["negative_product_id"] == negative.product_id.encode()
+        else:
+            assert not row["has_negative"]
+    # Without item features the elements carry no attribute strings at all.
+    plain = training_dataset(examples, ItemTable.from_products(products), batch_size=BATCH,
+                             seed=0, image_size=SIZE, shuffle=False)
+    assert "attribute_values" not in plain.element_spec

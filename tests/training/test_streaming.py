@@ -49,7 +49,8 @@ class Catalog:
                 path.write_bytes(tf.io.encode_jpeg(pixels, quality=100).numpy())
             title = "" if index == 5 else f"{gender} {colour} Tshirts"
             self.products.append(Product(f"p{index}", title, path, {
-                "article_type": "Tshirts", "gender": gender, "base_colour": colour}))
+                "article_type": "Tshirts", "gender": gender, "base_colour": colour,
+                "brand": f"Brand {index % 3}", "price": "" if index == 2 else f"{100 + index}"}))
         self.train = [p for p in self.products if p.product_id != "p6"]  # catalog order
         self.split_ids = [p.product_id for p in reversed(self.train)]  # TFDS order
         queries = [Query("tees", {"article_type": "Tshirts"}),
@@ -113,6 +114,26 @@ def test_one_streamed_epoch_is_the_in_memory_epoch(catalog):
     assert not by_id["p5"]["has_title"] and by_id["p5"]["has_image"]
     assert by_id["p0"]["image"][..., 0].mean() > 0.9  # decoded red, letterboxed like a file
     assert "p6" not in by_id  # another split's product is never read
+
+
+def test_item_feature_strings_stream_like_the_in_memory_ones(catalog):
+    columns = ("brand", "price")
+    items = ItemTable.from_products(catalog.train, columns)
+    memory = rows(training_dataset(catalog.examples, items, batch_size=1, seed=0,
+                                   image_size=SIZE, shuffle=False))
+    by_id = {p.product_id: p for p in catalog.products}
+    values = np.array([[by_id[pid].attributes[c] for c in columns] for pid in catalog.split_ids],
+                      dtype=object)
+    streamed = rows(catalog.streamed(attribute_values=values))
+    assert_same_pairs(memory, streamed)
+    row = next(r for r in streamed if r["product_id"] == b"p2")
+    assert row["attribute_values"].tolist() == [b"Brand 2", b""]
+    batched = catalog.streamed(4, attribute_values=values)
+    assert batched.element_spec["attribute_values"].shape.as_list() == [4, 2]
+    assert batched.element_spec == training_dataset(catalog.examples, items, batch_size=4, seed=0,
+                                                    image_size=SIZE).element_spec
+    with pytest.raises(ValueError, match="attribute_values has 6 rows for 7 items"):
+        catalog.streamed(attribute_values=values[1:])
 
 
 def test_batches_match_the_in_memory_element_spec(catalog):
