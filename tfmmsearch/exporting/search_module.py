@@ -1,4 +1,5 @@
-"""The servable: a tf.Module whose signatures take raw strings and image bytes.
+"""The servable: a tf.Module whose signatures take raw strings, image bytes and item-feature
+strings (`embed_item`'s `attributes`, in the order of the module's `item_feature_columns`).
 
 Everything a TF Serving request needs runs in graph: tokenisation (TF Text ops), image
 decoding, the towers (through the model's own `embed_queries` / `embed_items`, the functions

@@ -2,7 +2,9 @@
 
 A batch holds (query, positive item) pairs. Text and image enter either as raw inputs run
 through the encoders (trainable towers) or as features cached from frozen encoders; the
-model takes whichever the batch carries. The loss is the config-weighted sum of
+model takes whichever the batch carries. A model with item features (config
+model.item_features) also reads each item's raw attribute strings, `attribute_values` [B, C]
+(a third modality; absent values are masked). The loss is the config-weighted sum of
   retrieval  - in-batch softmax over the global batch (learnable temperature, logQ
                correction, accidental-hit removal, other relevant items masked),
   alignment  - title<->image contrastive on items with both modalities,
