@@ -11,8 +11,12 @@ import tensorflow as tf
 
 
 def alignment_loss(text: tf.Tensor, image: tf.Tensor, mask: tf.Tensor, temperature) -> tf.Tensor:
-    """Mean over items with both modalities of (title->image + image->title) / 2 cross-entropy."""
-    both = tf.reduce_all(tf.cast(mask, tf.bool), axis=-1)
+    """Mean over items with both modalities of (title->image + image->title) / 2 cross-entropy.
+
+    `mask` [B, M]: the item tower's modality mask (contract.MODALITIES); only its title and
+    image columns count (an item without attributes still aligns its title with its photo)."""
+    mask = tf.cast(mask, tf.bool)
+    both = tf.logical_and(mask[:, 0], mask[:, 1])
     text = tf.math.l2_normalize(text, axis=-1)
     image = tf.math.l2_normalize(image, axis=-1)
     logits = tf.matmul(text, image, transpose_b=True) / temperature
