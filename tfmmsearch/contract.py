@@ -135,7 +135,8 @@ LEXICAL_FIELD = "title_words"  # int64 hashed title words, only for a lexical ra
 ATTRIBUTES_FIELD = "attributes"
 # Every export holds its item-feature columns in order ([] for a model without item features)
 # twice: as the string variable `item_feature_columns` of the SavedModel, and as this JSON file
-# ({"columns": [...]}) beside the warmup file, for clients that do not load the model.
+# ({"columns": [...], "statistics": the vocabularies and numeric statistics}) beside the warmup
+# file, for clients that do not load the model.
 EXPORT_ITEM_FEATURES_FILE = "assets.extra/item_features.json"
 
 # --------------------------------------------------------------------------- signatures

@@ -240,7 +240,8 @@ def test_item_features_train_reload_and_export(tmp_path, tiny_config):
     products = products[:12]
     version = export(run.run_dir, base_dir=tmp_path / "export" / "tiny", products=products)
     stored = json.loads((version / EXPORT_ITEM_FEATURES_FILE).read_text(encoding="utf-8"))
-    assert stored == {"columns": ["brand", "price"]}
+    assert stored["columns"] == ["brand", "price"]
+    assert ItemFeatureStats.from_json(stored["statistics"]) == stats
     loaded = tf.saved_model.load(str(version))
     titles = tf.constant([p.title for p in products])
     images = tf.constant([p.image_path.read_bytes() if p.image_path else b"" for p in products])
@@ -267,3 +268,20 @@ def test_item_features_train_reload_and_export(tmp_path, tiny_config):
                         attributes=values)
     np.testing.assert_allclose(again["embedding"], expected["embedding"].numpy(), atol=1e-5)
     np.testing.assert_allclose(again[ATTRIBUTES_FIELD], expected["attributes"].numpy(), atol=1e-5)
+
+    # A warm start (from the run or from its export) keeps the source's vocabularies, whatever
+    # the new run's catalog holds: its embeddings are rows of them.
+    from tfmmsearch.model.build import run_item_features
+    from tfmmsearch.model.warm_start import warm_start
+
+    for index, source in enumerate((run.run_dir, version)):
+        kept = run_item_features(config, tmp_path / f"round-{index}", products=products[:3],
+                                 write=True, warm_start=source)
+        assert kept == stats
+        assert ItemFeatureStats.read(tmp_path / f"round-{index}" / ITEM_FEATURES_FILE) == stats
+    assert run_item_features(config, None, products=products[:3]) != stats  # a fresh one differs
+    fresh = build_model(config, item_features=stats)
+    fresh.build_heads()
+    warm_start(fresh, version)
+    warmed = item_embeddings(fresh, products)
+    np.testing.assert_allclose(warmed, expected["embedding"].numpy(), atol=1e-5)

@@ -196,10 +196,11 @@ def _make_world_readable(root: Path) -> None:
 
 
 def write_version(module, base_dir: str | Path, signatures: dict, products: list[Product],
-                  model_name: str) -> Path:
+                  model_name: str, item_features: dict | None = None) -> Path:
     """Saves `module` as the next integer version under base_dir, atomically, with warmup.
 
-    The caller holds `exclusive_writer(base_dir)`.
+    `item_features`: the content of contract.EXPORT_ITEM_FEATURES_FILE (default: the module's
+    columns only). The caller holds `exclusive_writer(base_dir)`.
     """
     from tfmmsearch.serving.warmup import search_warmup_requests, write_warmup_file
 
@@ -223,7 +224,7 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
                               for name, function in signatures.items()})
         write_warmup_file(tmp_dir, requests, model_name=model_name)
         if columns is not None:
-            write_item_feature_columns(tmp_dir, columns)
+            write_item_features_file(tmp_dir, item_features or {"columns": list(columns)})
         _make_world_readable(tmp_dir)
         final = base_dir / str(version)
         os.replace(tmp_dir, final)
@@ -234,13 +235,27 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
     return final
 
 
-def write_item_feature_columns(version_dir: Path, columns: tuple[str, ...]) -> Path:
-    """contract.EXPORT_ITEM_FEATURES_FILE: the export's item-feature columns, for clients."""
+def write_item_features_file(version_dir: Path, content: dict) -> Path:
+    """contract.EXPORT_ITEM_FEATURES_FILE: {"columns": the export's item-feature columns, in
+    order (for clients), "statistics": the vocabularies and statistics the model reads them with
+    (data/item_features.py; a warm start from the export reuses them)}."""
     path = Path(version_dir) / EXPORT_ITEM_FEATURES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"columns": list(columns)}, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    path.write_text(json.dumps(content, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def model_item_features(model) -> dict:
+    """A trained model's EXPORT_ITEM_FEATURES_FILE content."""
+    content = {"columns": list(model.item_feature_columns)}
+    if model.item_feature_columns:
+        content["statistics"] = model.item_feature_stats.to_json()
+    return content
+
+
+def _stored_item_features(version_dir: Path) -> dict | None:
+    path = Path(version_dir) / EXPORT_ITEM_FEATURES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _catalog(catalog_dir, on_bad_row: str) -> Catalog:
@@ -280,7 +295,8 @@ def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir:
         arrays = model_index_arrays(model, config, products)
         size = assign_index(module, [p.product_id for p in products], arrays)
         logger.info("index of %d items from %s", size, source)
-        return write_version(module, base_dir, module.signatures(), products, base_dir.name)
+        return write_version(module, base_dir, module.signatures(), products, base_dir.name,
+                             model_item_features(model))
 
 
 def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "error") -> Path:
@@ -302,4 +318,5 @@ def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "
         size = assign_index(loaded, [p.product_id for p in catalog.products], arrays)
         logger.info("re-indexed %d items from %s with version %s", size, catalog.source, source.name)
         signatures = dict(loaded.signatures)
-        return write_version(loaded, base_dir, signatures, catalog.products, base_dir.name)
+        return write_version(loaded, base_dir, signatures, catalog.products, base_dir.name,
+                             _stored_item_features(source))

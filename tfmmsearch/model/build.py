@@ -14,11 +14,13 @@ that reloaded and exported models read attribute values exactly as the trained o
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import tensorflow as tf
 
 from tfmmsearch.config import Config, load_config
+from tfmmsearch.contract import EXPORT_ITEM_FEATURES_FILE, resolve_version_dir
 from tfmmsearch.data.item_features import (
     ITEM_FEATURES_FILE,
     NO_ITEM_FEATURES,
@@ -105,9 +107,12 @@ def build_model(config: Config, encoders: Encoders | None = None,
 
 
 def run_item_features(config: Config, run_dir: str | Path | None = None, products=None,
-                      write: bool = False) -> ItemFeatureStats:
+                      write: bool = False, warm_start: str | Path | None = None
+                      ) -> ItemFeatureStats:
     """The item-feature statistics of a run: read from RUN_DIR/item_features.json when it is
-    there, else computed from `products` (the catalog's; written there with `write`).
+    there, else those of the `warm_start` source (its embeddings are rows of its vocabularies:
+    a vocabulary recomputed from a changed catalog would misread them), else computed from
+    `products` (the catalog's). With `write` they are written to the run directory.
 
     A run without item features has none (and no file). Statistics that do not belong to the
     config (another column, kind or option) are a ValueError.
@@ -120,13 +125,34 @@ def run_item_features(config: Config, run_dir: str | Path | None = None, product
         stats = ItemFeatureStats.read(path)
         stats.check_config(configs, str(path))
         return stats
-    if products is None:
+    stats = source_item_features(warm_start) if warm_start is not None else None
+    if stats is not None:
+        stats.check_config(configs, f"warm-start source {warm_start}")
+    elif products is None:
         raise FileNotFoundError(f"{path or 'no run directory'}: the run's item-feature "
                                 "statistics are missing (training writes them)")
-    stats = compute_item_feature_stats(products, configs)
+    else:
+        stats = compute_item_feature_stats(products, configs)
     if write and path is not None:
         stats.write(path)
     return stats
+
+
+def source_item_features(source: str | Path) -> ItemFeatureStats | None:
+    """The item-feature statistics of a run directory (RUN_DIR/item_features.json) or an export
+    (the "statistics" of its contract.EXPORT_ITEM_FEATURES_FILE); None where it has none."""
+    source = Path(source)
+    if (source / RUN_CONFIG).is_file():
+        path = source / ITEM_FEATURES_FILE
+        return ItemFeatureStats.read(path) if path.is_file() else None
+    try:
+        path = resolve_version_dir(source) / EXPORT_ITEM_FEATURES_FILE
+    except FileNotFoundError:
+        return None
+    if not path.is_file():
+        return None
+    statistics = json.loads(path.read_text(encoding="utf-8")).get("statistics")
+    return ItemFeatureStats.from_json(statistics, str(path)) if statistics else None
 
 
 def _trainable(config: Config) -> set[str]:

@@ -192,9 +192,11 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
     strategy = make_strategy(config.training.strategy)
     prepared = prepare_data(config, progress=chief)
     products = prepared.catalog.products
-    # Item-feature vocabularies and statistics: computed from the catalog once, kept in the run
-    # directory (a resumed run reads them back, as reloading and export do).
-    item_features = run_item_features(config, run_dir, products, write=chief)
+    # Item-feature vocabularies and statistics: computed from the catalog once (or those of the
+    # warm-start source), kept in the run directory (a resumed run reads them back, as
+    # reloading and export do).
+    item_features = run_item_features(config, run_dir, products, write=chief,
+                                      warm_start=warm_start)
     columns = item_features.columns
     training = training_set(config, prepared, run_dir, write=chief)
     examples = training.examples
