@@ -54,6 +54,7 @@ from tfmmsearch.logs import setup_logging
 from tfmmsearch.model.build import load_trained_model
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
+from tfmmsearch.model.search_model import RANKED_OUTPUTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judged_set import build_judged_set, write_judged_set  # noqa: E402
@@ -95,7 +96,7 @@ class LogModel:
         for start in range(0, len(queries), 256):
             rows = shown[start:start + 256]
             candidates = {name: tf.constant(items[name][rows])
-                          for name in ("embedding", "text", "image", "mask")}
+                          for name in RANKED_OUTPUTS if name in items}
             coverage = None
             if lexical:
                 coverage = query_coverage(query_words[start:start + 256][:, None, :],
