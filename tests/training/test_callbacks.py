@@ -227,6 +227,19 @@ def test_validation_ranking_adds_metrics_to_the_logs():
     assert logs["val_mrr"] < 1.0
 
 
+def test_validation_on_clicks_counts_grade_1_as_relevant():
+    """Log validation grades clicks 1 and purchases 2: a query with clicks only still has a
+    relevant product for Recall and MRR."""
+    grades = np.array([[1, 0, 0], [0, 2, 1]], np.int8)
+    scores = grades.astype(np.float32)
+    purchases_only, clicks = {}, {}
+    ValidationRanking(lambda model: scores, grades).on_epoch_end(0, purchases_only)
+    ValidationRanking(lambda model: scores, grades, relevant_grade=1).on_epoch_end(0, clicks)
+    assert purchases_only["val_mrr"] == pytest.approx(0.5)  # the clicks-only query counts 0
+    assert clicks["val_mrr"] == pytest.approx(1.0)
+    assert clicks["val_recall@100"] == pytest.approx(1.0)
+
+
 def test_learning_rate_logger_reports_the_scheduled_rate():
     schedule = tf.keras.optimizers.schedules.CosineDecay(0.1, decay_steps=8, alpha=0.1)
     model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])

@@ -200,12 +200,15 @@ def attribute_metrics(scores: np.ndarray, grades: np.ndarray, *, ndcg_k: int = N
 
 
 def retrieval_metrics(scores: np.ndarray, grades: np.ndarray, k_ndcg: int = NDCG_K,
-                      k_recall: int = RECALL_K) -> dict[str, float]:
+                      k_recall: int = RECALL_K,
+                      relevant_grade: int = RELEVANT_GRADE) -> dict[str, float]:
     """Mean NDCG@10, Recall@100 and MRR: the protocol's numbers for one score matrix.
 
-    The retrieved list is the top 100, or deeper when a cut-off asks for more."""
+    The retrieved list is the top 100, or deeper when a cut-off asks for more; Recall and MRR
+    count products graded `relevant_grade` or more."""
     return attribute_metrics(scores, grades, ndcg_k=k_ndcg, recall_k=k_recall,
-                             retrieved=max(RETRIEVED, k_ndcg, k_recall)).means
+                             retrieved=max(RETRIEVED, k_ndcg, k_recall),
+                             relevant_grade=relevant_grade).means
 
 
 def _reciprocal_rank(relevant: np.ndarray) -> np.ndarray:

@@ -25,16 +25,19 @@ class ValidationRanking(tf.keras.callbacks.Callback):
     grades are fixed. Early stopping watches `val_ndcg@10`.
     """
 
-    def __init__(self, score_fn: Callable[[tf.keras.Model], np.ndarray], grades: np.ndarray):
+    def __init__(self, score_fn: Callable[[tf.keras.Model], np.ndarray], grades: np.ndarray,
+                 relevant_grade: int = 2):
         super().__init__()
         self.score_fn = score_fn
         self.grades = grades
+        self.relevant_grade = relevant_grade  # Recall / MRR count grades from this one up
         self.history: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
         from tfmmsearch.evaluation.metrics import retrieval_metrics
 
-        metrics = retrieval_metrics(self.score_fn(self.model), self.grades)
+        metrics = retrieval_metrics(self.score_fn(self.model), self.grades,
+                                    relevant_grade=self.relevant_grade)
         values = {f"val_{name}": float(value) for name, value in metrics.items()}
         self.history.append(values)
         if logs is not None:

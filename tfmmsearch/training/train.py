@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.config import Config, ConfigError, config_to_dict, load_config, save_config
-from tfmmsearch.data.log_pairs import log_grades
+from tfmmsearch.data.log_pairs import CLICK_GRADE, log_grades
 from tfmmsearch.data.prepare import PreparedData, prepare_data
 from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.model.build import (
@@ -249,7 +249,9 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
         write_json_atomically(run_dir / WARM_START_FILE, {"source": str(warm_start)})
 
     score_fn, grades = _validation_scorer(prepared, cached, items, store, config)
-    validation = ValidationRanking(score_fn, grades)
+    # Log validation: any click marks a relevant product (purchases weigh more in NDCG).
+    validation = ValidationRanking(score_fn, grades, relevant_grade=2 if
+                                   config.data.sources.attributes > 0 else CLICK_GRADE)
     epochs_log = EpochHistory(run_dir / HISTORY_FILE, write=chief)
     callbacks = [
         ResumeNotice(steps_per_epoch),
