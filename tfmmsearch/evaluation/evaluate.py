@@ -19,7 +19,7 @@ from tfmmsearch.data.judgments import Judgments, read_judgments
 from tfmmsearch.data.prepare import prepare_data, resolve_catalog_dir
 from tfmmsearch.data.queries import grade_matrix
 from tfmmsearch.evaluation.judged import Subsets, evaluate_judged
-from tfmmsearch.evaluation.model_system import EncoderMemo, TrainedModelSystem
+from tfmmsearch.evaluation.model_system import EncoderMemo, ProductAttributes, TrainedModelSystem
 from tfmmsearch.evaluation.protocol import BM25System, EvaluationRow, evaluate_all
 from tfmmsearch.evaluation.report import counts_lines, markdown_table, text_table
 from tfmmsearch.model.build import load_trained_model
@@ -27,14 +27,19 @@ from tfmmsearch.model.build import load_trained_model
 logger = logging.getLogger(__name__)
 
 
-def model_systems(model, prefix: str = "tfmmsearch") -> list[TrainedModelSystem]:
-    """The trained model and its ablations, sharing one memo of encoder outputs."""
+def model_systems(model, prefix: str = "tfmmsearch",
+                  products=None) -> list[TrainedModelSystem]:
+    """The trained model and its ablations, sharing one memo of encoder outputs; `products`
+    (the catalog) give a model with item features its items' attribute values."""
     memo = EncoderMemo(model.encoders, model.image_size)
+    attributes = (ProductAttributes(products, model.item_feature_columns)
+                  if products is not None and model.item_feature_columns else None)
+    shared = {"memo": memo, "attributes": attributes}
     return [
-        TrainedModelSystem(f"{prefix} fused + ranking head", model, memo=memo),
-        TrainedModelSystem(f"{prefix} fused retrieval", model, rerank=0, memo=memo),
-        TrainedModelSystem(f"{prefix} text only", model, use_image=False, rerank=0, memo=memo),
-        TrainedModelSystem(f"{prefix} image only", model, use_text=False, rerank=0, memo=memo),
+        TrainedModelSystem(f"{prefix} fused + ranking head", model, **shared),
+        TrainedModelSystem(f"{prefix} fused retrieval", model, rerank=0, **shared),
+        TrainedModelSystem(f"{prefix} text only", model, use_image=False, rerank=0, **shared),
+        TrainedModelSystem(f"{prefix} image only", model, use_text=False, rerank=0, **shared),
     ]
 
 
@@ -66,11 +71,14 @@ def evaluate(run_dir: str | Path, split: str = "test", max_queries: int | None =
         judgments = read_judgments(judgments)
     run_dir = Path(run_dir)
     config, model = load_trained_model(run_dir)
-    systems = [BM25System()] + model_systems(model)
-    header, rows, catalog = "", None, None
-    if not judgments_only:
+    if judgments_only:
+        catalog = read_catalog(resolve_catalog_dir(config), on_bad_row=config.data.on_bad_row)
+    else:
         prepared = prepare_data(config, progress=False, attribute_queries=True)
         catalog = prepared.catalog
+    systems = [BM25System()] + model_systems(model, products=catalog.products)
+    header, rows = "", None
+    if not judgments_only:
         products = prepared.split_catalog(split).products
         queries = list(prepared.queries[split])
         if not queries:
@@ -89,8 +97,6 @@ def evaluate(run_dir: str | Path, split: str = "test", max_queries: int | None =
         header += (f"Split `{split}` of `{config.name}`: {len(products)} products, "
                    f"{len(queries)} held-out-phrasing queries.\n\n")
     if judgments is not None:
-        if catalog is None:
-            catalog = read_catalog(resolve_catalog_dir(config), on_bad_row=config.data.on_bad_row)
         products = catalog.products
         logger.info("evaluating %d systems on %d judged queries over all %d products",
                     len(systems), len(judgments), len(products))

@@ -6,7 +6,8 @@ memoised by title and image, since the evaluators index the same catalog several
 are retrieval similarities; with `rerank`, each query's top candidates are re-scored by the
 ranking head and placed above the rest, as the `search` serving signature does. Masking a
 modality gives the text-only and image-only ablations of the same model. The protocol's items
-are titles and photos only: a model with item features is scored with its attributes missing.
+are titles and photos only: a model with item features finds its items' attribute values in a
+`ProductAttributes` lookup, else scores them with the attributes missing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.contract import MODALITIES, has_text
+from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.pipeline import read_image
 from tfmmsearch.model.feature_cache import inference_call
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
@@ -62,12 +64,37 @@ class EncoderMemo:
         return np.stack([self._images[p] for p in paths])
 
 
+class ProductAttributes:
+    """The raw item-feature values of a catalog's products, found by (title, image path).
+
+    Evaluators hand systems titles and image paths only; a model with item features looks its
+    items' attribute values up here (by image path when the title is hidden, as in the
+    image_only task). Items it cannot place get empty values (masked, as in serving)."""
+
+    def __init__(self, products, columns):
+        self.columns = tuple(columns)
+        rows = attribute_matrix(products, self.columns)
+        self._by_item, self._by_image = {}, {}
+        for product, row in zip(products, rows):
+            path = str(product.image_path) if product.image_path else ""
+            self._by_item[(product.title, path)] = row
+            if path:
+                self._by_image[path] = row
+
+    def values(self, titles: list[str], image_paths: list[str]) -> np.ndarray:
+        """object [B, C] of strings ("" where unknown)."""
+        empty = np.full(len(self.columns), "", dtype=object)
+        return np.array([self._by_item.get((title, path), self._by_image.get(path, empty))
+                         for title, path in zip(titles, image_paths)],
+                        dtype=object).reshape(len(titles), len(self.columns))
+
+
 class TrainedModelSystem:
     """Scores queries against items with a trained model (optionally one modality only)."""
 
     def __init__(self, name: str, model: MultimodalSearchModel, use_text: bool = True,
                  use_image: bool = True, rerank: int = 100, batch_size: int = 256,
-                 memo: EncoderMemo | None = None):
+                 memo: EncoderMemo | None = None, attributes: ProductAttributes | None = None):
         if not (use_text or use_image):
             raise ValueError("a TrainedModelSystem needs at least one modality")
         self.name = name
@@ -77,6 +104,11 @@ class TrainedModelSystem:
         self.rerank, self.batch_size = rerank, batch_size
         self._embed_queries = tf.function(lambda texts: model.embed_queries({"query": texts}))
         self._embed_items = tf.function(lambda batch: model.embed_items(batch))
+        # A model with item features reads its items' attribute values when they are known.
+        self.attributes = attributes if model.item_feature_columns else None
+        if self.attributes is not None and self.attributes.columns != model.item_feature_columns:
+            raise ValueError(f"product attributes of columns {self.attributes.columns}, the model "
+                             f"reads {model.item_feature_columns}")
 
     def item_outputs(self, titles: list[str], image_paths: list[str]) -> dict[str, np.ndarray]:
         """Item-tower outputs for each (title, image path)."""
@@ -85,11 +117,14 @@ class TrainedModelSystem:
         for start in range(0, len(titles), self.batch_size):
             chunk_titles = titles[start:start + self.batch_size]
             chunk_paths = image_paths[start:start + self.batch_size]
-            result = self._embed_items({
-                "title_features": tf.constant(self.memo.texts(chunk_titles)),
-                "image_features": tf.constant(self.memo.images(chunk_paths)),
-                "has_title": tf.constant([has_text(t) for t in chunk_titles]),
-                "has_image": tf.constant([bool(p) for p in chunk_paths])})
+            batch = {"title_features": tf.constant(self.memo.texts(chunk_titles)),
+                     "image_features": tf.constant(self.memo.images(chunk_paths)),
+                     "has_title": tf.constant([has_text(t) for t in chunk_titles]),
+                     "has_image": tf.constant([bool(p) for p in chunk_paths])}
+            if self.attributes is not None:
+                batch["attribute_values"] = tf.constant(
+                    self.attributes.values(chunk_titles, chunk_paths).astype(str), tf.string)
+            result = self._embed_items(batch)
             for name, value in result.items():
                 outputs.setdefault(name, []).append(value.numpy())
         return {name: np.concatenate(values) for name, values in outputs.items()}
