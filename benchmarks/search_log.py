@@ -37,8 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-import tfmmsearch  # noqa: F401,I001  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf  # noqa: I001
+import tfmmsearch  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from tfmmsearch.config import load_config, save_config
 from tfmmsearch.data.bm25 import BM25Index
 from tfmmsearch.data.log_pairs import CLICK_GRADE, PURCHASE_GRADE
@@ -53,8 +52,6 @@ from tfmmsearch.evaluation.zero_shot import ZeroShotTextSystem
 from tfmmsearch.logs import setup_logging
 from tfmmsearch.model.build import load_trained_model
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
-from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
-from tfmmsearch.model.search_model import RANKED_OUTPUTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judged_set import build_judged_set, write_judged_set  # noqa: E402
@@ -87,23 +84,9 @@ class LogModel:
     def shown_scores(self, queries: list[str], shown: np.ndarray, titles: list[str],
                      image_paths: list[str]) -> np.ndarray:
         """Ranking-head scores [S, 20] of each session's shown products (catalog indices)."""
-        items = self.system.item_outputs(titles, image_paths)
-        query_vectors = self.system.embed_queries(queries)
-        lexical = self.model.ranking_head.lexical
-        title_words = word_ids(titles, MAX_TITLE_WORDS).numpy() if lexical else None
-        query_words = word_ids(queries, MAX_QUERY_WORDS).numpy() if lexical else None
-        scores = []
-        for start in range(0, len(queries), 256):
-            rows = shown[start:start + 256]
-            candidates = {name: tf.constant(items[name][rows])
-                          for name in RANKED_OUTPUTS if name in items}
-            coverage = None
-            if lexical:
-                coverage = query_coverage(query_words[start:start + 256][:, None, :],
-                                          title_words[rows])
-            scores.append(self.model.rank(tf.constant(query_vectors[start:start + 256])[:, None, :],
-                                          candidates, coverage).numpy())
-        return np.concatenate(scores)
+        return self.system.head_scores(self.system.embed_queries(queries),
+                                       self.system.item_outputs(titles, image_paths), shown,
+                                       self.system.words(queries, titles), block=256)
 
 
 def prefill_memo(memo: EncoderMemo, config, products) -> None:

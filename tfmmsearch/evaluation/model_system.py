@@ -155,28 +155,42 @@ class TrainedModelSystem:
         queries = self.embed_queries(list(query_texts))
         scores = queries @ items["embedding"].T
         if self.rerank:
-            words = None
-            if self.model.ranking_head.lexical:  # a title the item is scored without has no words
-                words = (word_ids(list(query_texts), MAX_QUERY_WORDS).numpy(),
-                         word_ids([t if self.use_text else "" for t in titles], MAX_TITLE_WORDS).numpy())
-            scores = self._rerank(scores, queries, items, words)
+            scores = self._rerank(scores, queries, items, self.words(query_texts, titles))
         # A query without text finds nothing, as in the serving signatures.
         blank = np.array([not has_text(q) for q in query_texts], bool)
         scores[blank] = -np.inf
         return scores
+
+    def words(self, query_texts, titles) -> tuple[np.ndarray, np.ndarray] | None:
+        """(query word ids, title word ids) for a lexical ranking head, else None; a title the
+        items are scored without (text-off ablation) has no words."""
+        if not self.model.ranking_head.lexical:
+            return None
+        return (word_ids(list(query_texts), MAX_QUERY_WORDS).numpy(),
+                word_ids([t if self.use_text else "" for t in titles], MAX_TITLE_WORDS).numpy())
+
+    def head_scores(self, queries: np.ndarray, items: dict, rows: np.ndarray,
+                    words: tuple[np.ndarray, np.ndarray] | None = None,
+                    block: int = 64) -> np.ndarray:
+        """Ranking-head scores [Q, K] of each query's candidate items `rows` [Q, K] (indices
+        into the item outputs `items`); `words` as `words(...)` gives them."""
+        scores = []
+        for start in range(0, len(queries), block):
+            chunk = rows[start:start + block]
+            candidates = {name: tf.constant(items[name][chunk]) for name in RANKED_OUTPUTS}
+            coverage = None
+            if words is not None:
+                coverage = query_coverage(words[0][start:start + block][:, None, :],
+                                          words[1][chunk])
+            scores.append(self.model.rank(tf.constant(queries[start:start + block])[:, None, :],
+                                          candidates, coverage).numpy())
+        return np.concatenate(scores) if scores else np.zeros(rows.shape, np.float32)
 
     def _rerank(self, scores: np.ndarray, queries: np.ndarray, items: dict,
                 words: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         k = min(self.rerank, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         reranked = scores.astype(np.float64)
-        for start in range(0, len(queries), 64):
-            rows = top[start:start + 64]
-            candidates = {name: tf.constant(items[name][rows]) for name in RANKED_OUTPUTS}
-            coverage = None
-            if words is not None:
-                coverage = query_coverage(words[0][start:start + 64][:, None, :], words[1][rows])
-            head = self.model.rank(tf.constant(queries[start:start + 64])[:, None, :], candidates,
-                                   coverage).numpy()
-            np.put_along_axis(reranked[start:start + 64], rows, head + _RERANK_OFFSET, axis=1)
+        np.put_along_axis(reranked, top, self.head_scores(queries, items, top, words)
+                          + _RERANK_OFFSET, axis=1)
         return reranked

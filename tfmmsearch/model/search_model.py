@@ -262,12 +262,7 @@ class MultimodalSearchModel(tfrs.Model):
             if "has_negative" in features:
                 # Each pair's own hard negative (a product the shopper skipped) joins its list
                 # as one more grade-0 candidate; a pair without one gets a masked-out column.
-                negative_features = strip_prefix(features, NEGATIVE_PREFIX)
-                negative_title, negative_image = self.item_features(negative_features, training)
-                negative = self._item_tower(
-                    negative_title, negative_image, features[f"{NEGATIVE_PREFIX}has_title"],
-                    features[f"{NEGATIVE_PREFIX}has_image"],
-                    self.attribute_values(negative_features, negative_title), training)
+                negative = self.embed_items(strip_prefix(features, NEGATIVE_PREFIX), training)
                 candidates = {key: tf.concat([value, negative[key][:, None]], axis=1)
                               for key, value in candidates.items()}
                 grades = tf.concat([grades, tf.zeros_like(grades[:, :1])], axis=1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfmmsearch.config import Config
-from tfmmsearch.data.log_pairs import log_pairs
+from tfmmsearch.data.log_pairs import CLICK_GRADE, PURCHASE_GRADE, log_pairs
 from tfmmsearch.data.position_bias import PositionBias, estimate_position_bias
 from tfmmsearch.data.prepare import PreparedData
 from tfmmsearch.data.schema import Product
@@ -94,7 +94,8 @@ def training_set(config: Config, prepared: PreparedData, run_dir: Path | None = 
                                    with_negatives=log.skipped_as_negatives), sources.search_log))
         logger.info("search log: %d training pairs from %d sessions of the training days "
                     "(%d purchases, %d clicks)", len(pairs), len(prepared.search_log.train),
-                    sum(p.grade == 2 for p in pairs), sum(p.grade == 1 for p in pairs))
+                    sum(p.grade == PURCHASE_GRADE for p in pairs),
+                    sum(p.grade == CLICK_GRADE for p in pairs))
         if bias is not None and run_dir is not None and write:
             write_position_bias(bias, run_dir, log.max_propensity_weight)
     if sources.search_log == 0:  # attribute pairs only: index the training split as before

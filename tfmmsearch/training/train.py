@@ -35,6 +35,7 @@ from tfmmsearch.config import Config, ConfigError, config_to_dict, load_config, 
 from tfmmsearch.data.log_pairs import CLICK_GRADE, log_grades
 from tfmmsearch.data.prepare import PreparedData, prepare_data
 from tfmmsearch.data.queries import grade_matrix
+from tfmmsearch.evaluation.metrics import RELEVANT_GRADE
 from tfmmsearch.model.build import (
     RUN_CONFIG,
     RUN_WEIGHTS,
@@ -88,13 +89,15 @@ def validation_queries(prepared: PreparedData, config: Config) -> list:
 
 
 def validation_targets(prepared: PreparedData, config: Config,
-                       products: list) -> tuple[list[str], np.ndarray]:
-    """(query texts, grades [Q, len(products)]) scored every epoch over the validation split's
-    `products`: attribute queries when attributes are a source, else the log's validation
-    days (purchase 2, click 1; queries with no click on these products are left out)."""
+                       products: list) -> tuple[list[str], np.ndarray, int]:
+    """(query texts, grades [Q, len(products)], the grade from which a product counts as
+    relevant) scored every epoch over the validation split's `products`: attribute queries
+    when attributes are a source (grade 2 relevant), else the log's validation days (purchase
+    2, click 1, any click relevant; queries with no click on these products are left out)."""
     if config.data.sources.attributes > 0:
         queries = validation_queries(prepared, config)
-        return [q.text for q in queries], grade_matrix(queries, products, config.data.attributes)
+        return ([q.text for q in queries],
+                grade_matrix(queries, products, config.data.attributes), RELEVANT_GRADE)
     judged = log_grades(prepared.search_log.validation)
     grades = judged.matrix([p.product_id for p in products])
     keep = np.flatnonzero(grades.max(axis=1) > 0)
@@ -102,17 +105,18 @@ def validation_targets(prepared: PreparedData, config: Config,
     if limit and len(keep) > limit:
         keep = np.sort(np.random.default_rng(config.training.seed).choice(keep, limit,
                                                                           replace=False))
-    return [judged.queries[i] for i in keep], grades[keep]
+    return [judged.queries[i] for i in keep], grades[keep], CLICK_GRADE
 
 
 def _validation_scorer(prepared: PreparedData, item_features: dict, items: ItemTable,
                        store: FeatureStore, config: Config):
-    """Returns (score_fn, grades) for the validation split: retrieval scores of the model."""
+    """Returns (score_fn, grades, relevant grade) for the validation split: retrieval scores
+    of the model."""
     val_ids = set(prepared.splits["validation"])
     positions = np.array([i for i, pid in enumerate(items.product_ids) if pid in val_ids], np.int64)
     by_id = {product.product_id: product for product in prepared.catalog.products}
     products = [by_id[items.product_ids[i]] for i in positions]
-    texts, grades = validation_targets(prepared, config, products)
+    texts, grades, relevant_grade = validation_targets(prepared, config, products)
     if not len(texts):
         raise ValueError("no validation queries: the validation split has no query with a "
                          "relevant product (give data.splits.validation or the log's "
@@ -127,7 +131,7 @@ def _validation_scorer(prepared: PreparedData, item_features: dict, items: ItemT
         query_embeddings = _batched(model.embed_queries, query_batch)
         return query_embeddings @ item_embeddings.T
 
-    return score, grades
+    return score, grades, relevant_grade
 
 
 def _read_images(items: ItemTable, positions, image_size: int) -> np.ndarray:
@@ -248,10 +252,8 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
     if warm_start is not None and chief:
         write_json_atomically(run_dir / WARM_START_FILE, {"source": str(warm_start)})
 
-    score_fn, grades = _validation_scorer(prepared, cached, items, store, config)
-    # Log validation: any click marks a relevant product (purchases weigh more in NDCG).
-    validation = ValidationRanking(score_fn, grades, relevant_grade=2 if
-                                   config.data.sources.attributes > 0 else CLICK_GRADE)
+    score_fn, grades, relevant_grade = _validation_scorer(prepared, cached, items, store, config)
+    validation = ValidationRanking(score_fn, grades, relevant_grade)
     epochs_log = EpochHistory(run_dir / HISTORY_FILE, write=chief)
     callbacks = [
         ResumeNotice(steps_per_epoch),
