@@ -148,6 +148,10 @@ def test_a_feedback_round_warm_starts_on_the_newer_days_only(log_run, shop, tmp_
     assert len(result.history["retrieval_loss"]) == 1
     with pytest.raises(ConfigError, match="warm-start"):  # the same run, another warm start
         train(round_config, round_dir, verbose=0, warm_start=None)
+    missing = tmp_path / "never-trained"
+    with pytest.raises(WarmStartError, match="neither a run directory"):
+        train(round_config, missing, verbose=0, warm_start=tmp_path / "nowhere")
+    assert not missing.exists()  # refused before the run directory was made
 
 
 def test_skipped_negatives_need_in_memory_items(shop, tiny_hub_cache, tmp_path):

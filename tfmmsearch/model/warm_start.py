@@ -27,23 +27,31 @@ class WarmStartError(ValueError):
     """The warm-start source is missing or does not fit the model being trained."""
 
 
-def warm_start(model: MultimodalSearchModel, source: str | Path) -> str:
-    """Loads `source`'s weights into `model` (built, heads included); returns what was read."""
+def warm_start_weights(source: str | Path) -> tuple[str, bool]:
+    """(checkpoint prefix to read, whether it is a run's full weights rather than an export's
+    variables) of a warm-start source; WarmStartError when it is neither. Cheap: train()
+    calls it before the run writes anything."""
     source = Path(source)
     if (source / RUN_CONFIG).is_file():
         weights = source / RUN_WEIGHTS
         if not Path(str(weights) + ".index").is_file():
             raise WarmStartError(f"cannot warm-start from {source}: the run has no final weights "
                                  f"({weights}.index); finish it first")
-        read_from = str(weights)
+        return str(weights), True
+    try:
+        version = resolve_version_dir(source)
+    except (FileNotFoundError, ValueError) as error:
+        raise WarmStartError(f"cannot warm-start from {source}: neither a run directory "
+                             f"(no {RUN_CONFIG}) nor an export ({error})") from None
+    return str(version / "variables" / "variables"), False
+
+
+def warm_start(model: MultimodalSearchModel, source: str | Path) -> str:
+    """Loads `source`'s weights into `model` (built, heads included); returns what was read."""
+    read_from, whole_run = warm_start_weights(source)
+    if whole_run:
         status = _read(lambda: model.load_weights(read_from), source)
     else:
-        try:
-            version = resolve_version_dir(source)
-        except (FileNotFoundError, ValueError) as error:
-            raise WarmStartError(f"cannot warm-start from {source}: neither a run directory "
-                                 f"(no {RUN_CONFIG}) nor an export ({error})") from None
-        read_from = str(version / "variables" / "variables")
         checkpoint = tf.train.Checkpoint(**{name: part for name, part in
                                             model.exported_parts().items() if part is not None})
         status = _read(lambda: checkpoint.read(read_from), source)

@@ -47,7 +47,7 @@ from tfmmsearch.model.build import (
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
 from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.search_model import MultimodalSearchModel
-from tfmmsearch.model.warm_start import warm_start as warm_start_from
+from tfmmsearch.model.warm_start import warm_start as warm_start_from, warm_start_weights
 from tfmmsearch.progress import is_terminal
 from tfmmsearch.training.callbacks import (
     EpochHistory,
@@ -183,6 +183,8 @@ def train(config: Config, run_dir: str | Path, verbose: int | None = None,
     start = time.time()
     run_dir = Path(run_dir)
     chief = is_chief()
+    if warm_start is not None:
+        warm_start_weights(warm_start)  # a missing source fails before anything is written
     finished = check_resumable(run_dir, config, warm_start)  # before anything is written
     if finished is not None:
         return finished
