@@ -81,10 +81,26 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_index(args) -> int:
-    from tfmmsearch.exporting.export import reindex
+    from tfmmsearch.exporting.export import read_update_catalog, update_index
+    from tfmmsearch.exporting.updates import IndexUpdate, read_ids_file, read_patch_file
 
-    version_dir = reindex(args.model, args.catalog, on_bad_row=args.on_bad_row)
-    print(f"re-indexed into {version_dir}")
+    changes = (args.upsert, args.delete, args.patch)
+    if (args.catalog is None) == all(change is None for change in changes):
+        raise ValueError("index: give --catalog (the whole new catalog), or any of --upsert, "
+                         "--delete and --patch (changes to the indexed one)")
+    # Files are read (and their errors reported) before the export loads.
+    delete = read_ids_file(args.delete) if args.delete else []
+    patch = read_patch_file(args.patch) if args.patch else {}
+
+    def update_of(filters):
+        if args.catalog is not None:
+            return IndexUpdate(catalog=read_update_catalog(args.catalog, args.on_bad_row, filters))
+        upsert = (read_update_catalog(args.upsert, args.on_bad_row, filters)
+                  if args.upsert else [])
+        return IndexUpdate(upsert=upsert, delete=delete, patch=patch)
+
+    version_dir, report = update_index(args.model, update_of)
+    print(f"indexed into {version_dir}: {report.summary()}")
     return 0
 
 
@@ -92,7 +108,8 @@ def _cmd_query(args) -> int:
     from tfmmsearch.serving.query import run_query
 
     run_query(args.target, args.queries, model_name=args.model_name, transport=args.transport,
-              k=args.k, catalog_dir=args.catalog, signature=args.signature, timeout=args.timeout)
+              k=args.k, catalog_dir=args.catalog, signature=args.signature, timeout=args.timeout,
+              filter_text=args.filter)
     return 0
 
 
@@ -283,11 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     index = commands.add_parser(
-        "index", help="embed a catalog with the latest export and write the next version (no retraining)")
+        "index", help="change the latest export's catalog and write the next version (no "
+                      "retraining; only new or changed products are embedded)",
+        description="Give --catalog to index a whole catalog, or any of --upsert, --delete and "
+                    "--patch to change the indexed one (applied in that order: delete, upsert, "
+                    "patch). Products whose title, image and item features are unchanged keep "
+                    "their stored vectors.")
     index.add_argument("--model", type=Path, required=True,
                        help="model base path, e.g. export/demo (its latest version embeds), or one "
                             "version directory, e.g. export/demo/3; the new version goes beside it")
-    index.add_argument("--catalog", type=Path, required=True, help="catalog directory to index")
+    index.add_argument("--catalog", type=Path, default=None,
+                       help="catalog directory: the new version indexes exactly its products")
+    index.add_argument("--upsert", type=Path, default=None, metavar="CATALOG",
+                       help="catalog directory of products to add or replace; others stay")
+    index.add_argument("--delete", type=Path, default=None, metavar="IDS_FILE",
+                       help="text file of product ids to remove, one per line")
+    index.add_argument("--patch", type=Path, default=None, metavar="FILE",
+                       help="JSONL or CSV rows {product_id, COLUMN: value} changing filterable "
+                            "columns (export.filters) without re-embedding")
     index.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     index.set_defaults(handler=_cmd_index)
 
@@ -300,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--transport", choices=("auto", "local", "rest", "grpc"), default="auto",
                        help="auto (default): a directory is local, http(s):// is REST, host:port is gRPC")
     query.add_argument("--signature", default="serving_default", choices=("serving_default", "retrieve"))
+    query.add_argument("--filter", default=None, metavar="FILTER",
+                       help="only products matching this filter, e.g. 'gender:Men AND "
+                            "price:[* TO 1500]' (the export's filterable columns; syntax in "
+                            "the README)")
     query.add_argument("-k", type=_at_least_one, default=5, help="results to print per query (>= 1)")
     query.add_argument("--timeout", type=_positive_seconds, default=QUERY_TIMEOUT, metavar="SECONDS",
                        help=f"give up on a call after this many seconds (default: {QUERY_TIMEOUT:g})")

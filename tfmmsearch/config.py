@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +21,12 @@ from typing import Any
 
 import yaml
 
-from tfmmsearch.contract import DEFAULT_MODEL_NAME, SEARCH_LOG_FIELDS
+from tfmmsearch.contract import (
+    DEFAULT_MODEL_NAME,
+    FILTER_FIELD_PATTERN,
+    FILTER_KINDS,
+    SEARCH_LOG_FIELDS,
+)
 
 
 class ConfigError(ValueError):
@@ -482,14 +488,53 @@ class TrainingConfig:
         _check_range("training.seed", self.seed, 0)
 
 
+FUSIONS = ("dense", "rrf", "convex")
+
+
+@dataclass
+class HybridConfig:
+    """How the exported `search` gathers the ranking head's candidates (exporting/fusion.py).
+
+    dense - the `candidates` nearest items by embedding only;
+    rrf - reciprocal rank fusion of the dense and the in-graph BM25 lists (each item scores
+          sum of 1 / (rrf_k + rank) over the lists that hold it; 60 is Vespa's, OpenSearch's
+          and Weaviate's default);
+    convex - convex_weight * dense similarity + (1 - convex_weight) * BM25 / the query's best
+             BM25 score.
+    The export stores these in variables, so a benchmark can switch them on a loaded model.
+    """
+
+    fusion_type: str = "dense"
+    candidates: int = 100  # each list's length, and the length of the head's short list
+    rrf_k: float = 60.0
+    convex_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_choice("export.hybrid.fusion_type", self.fusion_type, FUSIONS)
+        _check_range("export.hybrid.candidates", self.candidates, 1)
+        _check_range("export.hybrid.rrf_k", self.rrf_k, 0.0)
+        _check_range("export.hybrid.convex_weight", self.convex_weight, 0.0, 1.0)
+
+
 @dataclass
 class ExportConfig:
     model_name: str = DEFAULT_MODEL_NAME
     base_dir: str = "export"
     top_k: int = 100
+    # Catalog columns `search_filtered` can filter on, each categorical (exact values) or
+    # numeric (ranges): {gender: categorical, price: numeric}. Stored in the index, kept
+    # through re-indexing and updates (exporting/filters.py has the syntax).
+    filters: dict[str, str] = field(default_factory=dict)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
 
     def __post_init__(self) -> None:
         _check_range("export.top_k", self.top_k, 1)
+        for column, kind in self.filters.items():
+            _check_choice(f"export.filters.{column}", kind, FILTER_KINDS)
+            if not re.fullmatch(FILTER_FIELD_PATTERN, column):
+                raise ConfigError(f"export.filters.{column}: a filterable column's name must "
+                                  f"match {FILTER_FIELD_PATTERN} to be written in a filter",
+                                  f"export.filters.{column}")
 
 
 @dataclass

@@ -129,7 +129,9 @@ def index_field_widths(embedding_dim: int) -> dict[str, int]:
             "mask": len(MODALITIES), "modality_weights": len(MODALITIES)}
 
 
-LEXICAL_FIELD = "title_words"  # int64 hashed title words, only for a lexical ranking head
+LEXICAL_FIELD = "title_words"  # int64 hashed title words: BM25 retrieval and a lexical head
+FILTER_VALUES_FIELD = "filter_values"  # string [N, F]: the items' export.filters columns
+CONTENT_HASH_FIELD = "content_hashes"  # string [N]: what each item was embedded from
 # float32 [embedding_dim] attribute-modality vectors, only for a model with item features (its
 # ranking head reads them); the item-feature columns, in order, are EXPORT_ITEM_FEATURES_FILE.
 ATTRIBUTES_FIELD = "attributes"
@@ -138,6 +140,16 @@ ATTRIBUTES_FIELD = "attributes"
 # ({"columns": [...], "statistics": the vocabularies and numeric statistics}) beside the warmup
 # file, for clients that do not load the model.
 EXPORT_ITEM_FEATURES_FILE = "assets.extra/item_features.json"
+
+# --------------------------------------------------------------------------- filters
+
+# What a filterable column (config export.filters) holds: categorical values matched exactly
+# (case-insensitively) or numbers matched by ranges. exporting/filters.py parses the syntax.
+FILTER_KINDS = ("categorical", "numeric")
+FILTER_FIELD_PATTERN = r"[A-Za-z_][A-Za-z0-9_.]*"  # a column name a filter can spell
+# Every export's filterable columns and their kinds, for clients that do not load the model
+# (also the SavedModel's string variables `filter_columns` and `filter_kinds`).
+EXPORT_FILTERS_FILE = "assets.extra/filters.json"
 
 # --------------------------------------------------------------------------- signatures
 
@@ -151,6 +163,8 @@ SIGNATURE_ALIASES = {"search": DEFAULT_SIGNATURE}
 SIGNATURE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
     "serving_default": {"query": ("string", (None,))},
     "search": {"query": ("string", (None,))},
+    # filter [B]: one filter per query in the syntax of exporting/filters.py ("" = none).
+    "search_filtered": {"query": ("string", (None,)), "filter": ("string", (None,))},
     "retrieve": {"query": ("string", (None,))},
     "rank": {"query": ("string", (None,)), "product_ids": ("string", (None, None))},
     "embed_query": {"query": ("string", (None,))},
@@ -165,6 +179,10 @@ SIGNATURE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
 SIGNATURE_OUTPUTS: dict[str, dict[str, str]] = {
     "serving_default": {"product_ids": "string", "scores": "float32", "modality_weights": "float32"},
     "search": {"product_ids": "string", "scores": "float32", "modality_weights": "float32"},
+    # num_results [B]: how many of the K results are real; the rest are "" with score -inf
+    # (fewer products than K satisfy the filter).
+    "search_filtered": {"product_ids": "string", "scores": "float32",
+                        "modality_weights": "float32", "num_results": "int32"},
     "retrieve": {"product_ids": "string", "scores": "float32"},
     "rank": {"scores": "float32", "known": "bool"},
     "embed_query": {"embedding": "float32"},
@@ -174,7 +192,7 @@ SIGNATURE_OUTPUTS: dict[str, dict[str, str]] = {
 # String inputs that hold raw bytes: sent as {"b64": ...} over REST, as TF Serving requires.
 BINARY_INPUTS = frozenset({"image"})
 
-SEARCH_SIGNATURES = ("serving_default", "retrieve")  # the ones that return ranked product ids
+SEARCH_SIGNATURES = ("serving_default", "search_filtered", "retrieve")  # the ones that return ranked product ids
 
 
 def input_signature(signature: str) -> list:

@@ -11,7 +11,7 @@ from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.prepare import resolve_catalog_dir
 from tfmmsearch.exporting.catalog_index import model_index_arrays
-from tfmmsearch.exporting.export import assign_index
+from tfmmsearch.exporting.index_rows import IndexRows, write_index
 from tfmmsearch.exporting.search_module import ItemIndex, SearchModule
 from tfmmsearch.model.build import load_trained_model
 
@@ -112,7 +112,7 @@ def test_rank_reads_the_indexed_attribute_vectors(attribute_run):
     arrays = model_index_arrays(model, config, products)
     assert arrays[ATTRIBUTES_FIELD].shape == (8, config.model.embedding_dim)
     ids = [p.product_id for p in products]
-    assign_index(module, ids, arrays)
+    write_index(module, IndexRows(np.array(ids, dtype=object), arrays))
     query = tf.constant(["black caps"])
     scores = module.rank(query, tf.constant([ids]))["scores"].numpy()
     embedding = model.embed_queries({"query": query})
@@ -121,5 +121,5 @@ def test_rank_reads_the_indexed_attribute_vectors(attribute_run):
                                                             "attributes", "mask")}).numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
     arrays = {**arrays, ATTRIBUTES_FIELD: arrays[ATTRIBUTES_FIELD] * -1.0}
-    assign_index(module, ids, arrays)
+    write_index(module, IndexRows(np.array(ids, dtype=object), arrays))
     assert np.abs(module.rank(query, tf.constant([ids]))["scores"].numpy() - scores).max() > 1e-5

@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from tfmmsearch.evaluation.metrics import RETRIEVED
 from tfmmsearch.contract import has_text, resolve_version_dir
-from tfmmsearch.exporting.export import assign_index, embed_items, export_attribute_columns
+from tfmmsearch.exporting.export import embed_items
+from tfmmsearch.exporting.index_rows import IndexRows, export_attribute_columns, write_index
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class LoadedExport:
         if key == self._current:
             return
         arrays = self.index_arrays(titles, image_paths)
-        assign_index(self.module, [str(i) for i in range(len(titles))], arrays)
+        ids = np.array([str(i) for i in range(len(titles))], dtype=object)
+        write_index(self.module, IndexRows(ids, arrays))
         self._current = key
 
     def signature(self, name: str):

@@ -94,8 +94,8 @@ def model_index_arrays(model, config: Config, products: list[Product], batch_siz
                 for field in widths:
                     outputs[field][chunk] = result[field].numpy()
                 bar.update(len(chunk))
-    if model.ranking_head.lexical:
-        outputs[LEXICAL_FIELD] = word_ids([p.title for p in products], MAX_TITLE_WORDS).numpy()
+    outputs[LEXICAL_FIELD] = word_ids(tf.constant([p.title for p in products], tf.string),
+                                      MAX_TITLE_WORDS).numpy()
     logger.info("indexed %d items in %.1f s (%d from cached encoder features, %d encoded)",
                 len(products), time.time() - start, int(hit.sum()) if cached else 0,
                 len(products) - (int(hit.sum()) if cached else 0))

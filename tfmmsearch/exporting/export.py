@@ -25,15 +25,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from tfmmsearch.contract import (
-    ATTRIBUTES_FIELD,
+    CONTENT_HASH_FIELD,
+    EXPORT_FILTERS_FILE,
     EXPORT_ITEM_FEATURES_FILE,
+    FILTER_VALUES_FIELD,
     INDEX_FIELDS,
-    LEXICAL_FIELD,
     base_dir_of,
     list_versions,
     resolve_version_dir,
@@ -42,23 +44,21 @@ from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.progress import progress
 from tfmmsearch.data.schema import Catalog, Product
-from tfmmsearch.exporting.errors import ExportBusyError
+from tfmmsearch.exporting.errors import ExportBusyError, ExportConfigError
+from tfmmsearch.exporting.index_rows import (
+    IndexRows,
+    export_attribute_columns,
+    export_filters,
+    product_hashes,
+    read_index,
+    write_index,
+)
+from tfmmsearch.exporting.updates import IndexUpdate, UpdateReport, plan_update
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".tfmmsearch-writer.lock"
 _TMP_PREFIX = ".tmp-"
-
-
-def export_attribute_columns(module) -> tuple[str, ...] | None:
-    """The item-feature columns a (loaded) export's `embed_item` / `index_outputs` take
-    attributes of, in order; None for an export from before item features (no attributes
-    input at all)."""
-    columns = getattr(module, "item_feature_columns", None)
-    if columns is None:
-        return None
-    values = columns.numpy() if hasattr(columns, "numpy") else columns
-    return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
 
 
 def string_matrix(values: np.ndarray) -> tf.Tensor:
@@ -117,19 +117,6 @@ def embed_catalog(index_outputs, products: list[Product], batch_size: int = 64,
     return embed_items(index_outputs, [p.title for p in products],
                        [p.image_path for p in products], batch_size=batch_size, desc=desc,
                        attributes=attributes)
-
-
-def assign_index(module, product_ids: list[str], arrays: dict[str, np.ndarray]) -> int:
-    """Replaces a (possibly loaded) export's index with these items' `embed_items` arrays."""
-    size = int(module.index.assign(
-        tf.constant(product_ids), arrays["embedding"], arrays["text"],
-        arrays["image"], arrays["mask"], arrays["modality_weights"]))
-    if hasattr(module.index, "assign_words"):  # a lexical head's index: words for every item
-        width = module.index.title_words.shape[1]
-        module.index.assign_words(arrays.get(LEXICAL_FIELD, np.zeros((size, width), np.int64)))
-    if hasattr(module.index, "assign_attributes"):  # a model with item features
-        module.index.assign_attributes(arrays[ATTRIBUTES_FIELD])
-    return size
 
 
 # --------------------------------------------------------------------------- writing versions
@@ -225,6 +212,8 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
         write_warmup_file(tmp_dir, requests, model_name=model_name)
         if columns is not None:
             write_item_features_file(tmp_dir, item_features or {"columns": list(columns)})
+        if hasattr(module, "filter_columns"):
+            _write_json(tmp_dir / EXPORT_FILTERS_FILE, {"filters": export_filters(module)})
         _make_world_readable(tmp_dir)
         final = base_dir / str(version)
         os.replace(tmp_dir, final)
@@ -239,7 +228,10 @@ def write_item_features_file(version_dir: Path, content: dict) -> Path:
     """contract.EXPORT_ITEM_FEATURES_FILE: {"columns": the export's item-feature columns, in
     order (for clients), "statistics": the vocabularies and statistics the model reads them with
     (data/item_features.py; a warm start from the export reuses them)}."""
-    path = Path(version_dir) / EXPORT_ITEM_FEATURES_FILE
+    return _write_json(Path(version_dir) / EXPORT_ITEM_FEATURES_FILE, content)
+
+
+def _write_json(path: Path, content: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
@@ -268,6 +260,18 @@ def _catalog(catalog_dir, on_bad_row: str) -> Catalog:
 # --------------------------------------------------------------------------- export / reindex
 
 
+def _filter_values(products: list[Product], filters: dict[str, str], columns: list[str],
+                   source) -> np.ndarray:
+    """The products' export.filters columns ([N, F] strings); a column the catalog lacks is
+    an error naming it (a filter on it could never match)."""
+    missing = [column for column in filters if column not in columns]
+    if missing:
+        raise ExportConfigError(
+            f"export.filters names {', '.join(map(repr, missing))}, but {source} has no such "
+            f"column (its columns: {', '.join(columns)})")
+    return attribute_matrix(products, tuple(filters))
+
+
 def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir: str | Path | None = None,
            top_k: int | None = None, on_bad_row: str | None = None,
            products: list[Product] | None = None) -> Path:
@@ -276,8 +280,6 @@ def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir:
     `products` (instead of a catalog directory) indexes exactly those products, e.g. one split.
     """
     from tfmmsearch.data.prepare import resolve_catalog_dir
-    from tfmmsearch.exporting.catalog_index import model_index_arrays
-    from tfmmsearch.exporting.search_module import SearchModule
     from tfmmsearch.model.build import load_trained_model
 
     if products is not None and catalog_dir is not None:
@@ -288,22 +290,48 @@ def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir:
         if products is None:
             catalog = _catalog(catalog_dir or resolve_catalog_dir(config),
                                on_bad_row or config.data.on_bad_row)
-            products, source = catalog.products, catalog.source
+            products, source, columns = catalog.products, catalog.source, catalog.columns
         else:
             source = f"{len(products)} given products"
-        module = SearchModule(model, top_k=top_k or config.export.top_k)
-        arrays = model_index_arrays(model, config, products)
-        size = assign_index(module, [p.product_id for p in products], arrays)
-        logger.info("index of %d items from %s", size, source)
+            columns = sorted({column for p in products for column in p.attributes})
+        module = search_module(config, model, products, columns, source, top_k)
         return write_version(module, base_dir, module.signatures(), products, base_dir.name,
                              model_item_features(model))
 
 
-def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "error") -> Path:
-    """Embeds `catalog_dir` with an export's item tower and writes the next version.
+def search_module(config, model, products: list[Product], columns: list[str], source,
+                  top_k: int | None = None):
+    """The servable of a trained model with its index over `products` (`columns`: the
+    catalog's columns, to check export.filters against), not yet saved."""
+    from tfmmsearch.exporting.catalog_index import model_index_arrays
+    from tfmmsearch.exporting.search_module import SearchModule
 
-    `model_path` is a model base path (its latest version embeds) or one version directory
-    (that version embeds; the new version goes beside it).
+    filters = config.export.filters
+    module = SearchModule(model, top_k=top_k or config.export.top_k,
+                          hybrid=config.export.hybrid, filters=filters)
+    arrays = model_index_arrays(model, config, products)
+    arrays[FILTER_VALUES_FIELD] = _filter_values(products, filters, columns, source)
+    arrays[CONTENT_HASH_FIELD] = product_hashes(products, tuple(model.item_feature_columns))
+    size = write_index(module, IndexRows(np.array([p.product_id for p in products], object),
+                                         arrays))
+    logger.info("index of %d items from %s", size, source)
+    return module
+
+
+def catalog_embedder(module, desc: str = "indexing"):
+    """products -> their index fields, through a (loaded) export's own `index_outputs`."""
+    columns = export_attribute_columns(module)
+    return lambda products: embed_catalog(module.index_outputs, products, desc=desc,
+                                          columns=columns)
+
+
+def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], IndexUpdate],
+                 ) -> tuple[Path, UpdateReport]:
+    """Applies an update to an export's latest index (or a given version's) and writes the
+    next version; the towers of that version embed whatever is new.
+
+    `update_of(filters)` builds the update once the export is loaded (a catalog read needs
+    to know the filterable columns to check them).
     """
     import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
 
@@ -311,12 +339,32 @@ def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "
     base_dir = base_dir_of(source)
     with exclusive_writer(base_dir):
         loaded = tf.saved_model.load(str(source))
-        catalog = _catalog(catalog_dir, on_bad_row)
-        arrays = embed_catalog(loaded.index_outputs, catalog.products,
-                               desc=f"indexing with v{source.name}",
-                               columns=export_attribute_columns(loaded))
-        size = assign_index(loaded, [p.product_id for p in catalog.products], arrays)
-        logger.info("re-indexed %d items from %s with version %s", size, catalog.source, source.name)
-        signatures = dict(loaded.signatures)
-        return write_version(loaded, base_dir, signatures, catalog.products, base_dir.name,
-                             _stored_item_features(source))
+        update = update_of(export_filters(loaded))
+        rows, report = plan_update(loaded, read_index(loaded), update,
+                                   catalog_embedder(loaded, f"indexing with v{source.name}"))
+        write_index(loaded, rows)
+        logger.info("version %s -> next: %s", source.name, report.summary())
+        products = update.catalog if update.catalog is not None else update.upsert
+        version = write_version(loaded, base_dir, dict(loaded.signatures), list(products),
+                                base_dir.name, _stored_item_features(source))
+        return version, report
+
+
+def read_update_catalog(catalog_dir: str | Path, on_bad_row: str, filters: dict[str, str]
+                        ) -> list[Product]:
+    """A catalog for an update, checked to hold the export's filterable columns."""
+    catalog = _catalog(catalog_dir, on_bad_row)
+    _filter_values(catalog.products, filters, catalog.columns, catalog.source)
+    return catalog.products
+
+
+def reindex(model_path: str | Path, catalog_dir: str | Path, on_bad_row: str = "error") -> Path:
+    """Indexes `catalog_dir` with an export's item tower and writes the next version; products
+    whose content the index already holds keep their vectors (see exporting/updates.py).
+
+    `model_path` is a model base path (its latest version embeds) or one version directory
+    (that version embeds; the new version goes beside it).
+    """
+    version, _ = update_index(model_path, lambda filters: IndexUpdate(
+        catalog=read_update_catalog(catalog_dir, on_bad_row, filters)))
+    return version

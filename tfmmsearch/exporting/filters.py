@@ -83,15 +83,15 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from tfmmsearch.contract import (
+    FILTER_FIELD_PATTERN,
+    FILTER_KINDS,
     TEXT_WHITESPACE,
     attribute_value_tensor,
     fingerprint,
     parse_number_tensor,
 )
 
-CATEGORICAL, NUMERIC = "categorical", "numeric"
-FILTER_KINDS = (CATEGORICAL, NUMERIC)
-FIELD_PATTERN = "[A-Za-z_][A-Za-z0-9_.]*"
+CATEGORICAL, NUMERIC = FILTER_KINDS  # the kinds of contract.FILTER_KINDS, by name
 MISSING_KEY = -1  # `categorical_keys` of a missing value; fingerprints are >= 0
 _NOTHING_KEY = -2  # a requested value that is missing: no stored key equals it
 _PRESENT_HIGH = 2**62  # above every fingerprint: `field:*` is [0, 2**62]
@@ -259,7 +259,7 @@ def _check_columns(columns: Sequence[str], kinds: Sequence[str]) -> None:
 def _token_kinds(tokens: tf.Tensor) -> tf.Tensor:
     """Kind of each token (string [T] -> int32 [T]); literals win over the patterns."""
     kind = tf.fill(tf.shape(tokens), WORD)
-    for pattern, pattern_kind in ((FIELD_PATTERN, FIELD), ("-" + FIELD_PATTERN, NEGATED_FIELD),
+    for pattern, pattern_kind in ((FILTER_FIELD_PATTERN, FIELD), ("-" + FILTER_FIELD_PATTERN, NEGATED_FIELD),
                                   (_SPACE, SPACE), ('"(?s:.*)', UNTERMINATED), (_QUOTED, QUOTED)):
         kind = tf.where(tf.strings.regex_full_match(tokens, pattern), pattern_kind, kind)
     literal = tf.equal(tokens[:, None], tf.constant(list(_LITERALS))[None, :])

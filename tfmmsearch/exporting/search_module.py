@@ -29,14 +29,18 @@ from tfmmsearch.contract import (
     index_field_widths,
     input_signature,
 )
+from tfmmsearch.config import FUSIONS, HybridConfig
+from tfmmsearch.exporting.filters import CATEGORICAL, NUMERIC, categorical_keys, filter_mask, numeric_values
+from tfmmsearch.exporting.fusion import convex_fusion, reciprocal_rank_fusion
+from tfmmsearch.exporting.lexical_index import LexicalIndex
 from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 
 class ItemIndex(tf.Module):
     """Item-tower outputs of a catalog, held in resizable variables."""
 
-    def __init__(self, dim: int, title_words: int = 0, attributes: bool = False,
-                 name: str = "index"):
+    def __init__(self, dim: int, title_words: int = MAX_TITLE_WORDS, attributes: bool = False,
+                 filter_kinds: tuple[str, ...] = (), name: str = "index"):
         super().__init__(name=name)
 
         def variable(shape, dtype, label):
@@ -52,10 +56,27 @@ class ItemIndex(tf.Module):
         self.modality_weights = variable([width["modality_weights"]], tf.float32, "modality_weights")
         self.sorted_fingerprints = variable([], tf.int64, "sorted_fingerprints")
         self.sorted_positions = variable([], tf.int32, "sorted_positions")
-        if title_words:  # hashed title words, for a lexical ranking head (model/lexical.py)
-            self.title_words = variable([title_words], tf.int64, "title_words")
-            self.assign_words = tf.function(
-                self._assign_words, input_signature=[tf.TensorSpec([None, title_words], tf.int64)])
+        # Hashed title words (model/lexical.py): the lexical ranking head's input and what the
+        # BM25 inverted index is built from, so every update rebuilds it from the same rows.
+        self.title_words = variable([title_words], tf.int64, "title_words")
+        self.lexical = LexicalIndex()
+        self.assign_words = tf.function(
+            self._assign_words, input_signature=[tf.TensorSpec([None, title_words], tf.int64)])
+        # Filterable columns (config export.filters): the raw strings as indexed, and what
+        # filters compare: categorical keys and numbers (exporting/filters.py).
+        self._filter_kinds = tuple(filter_kinds)
+        self.filter_values = variable([len(filter_kinds)], tf.string, "filter_values")
+        self.filter_keys = variable([filter_kinds.count(CATEGORICAL)], tf.int64, "filter_keys")
+        self.filter_numbers = variable([filter_kinds.count(NUMERIC)], tf.float32,
+                                       "filter_numbers")
+        self.assign_filters = tf.function(
+            self._assign_filters,
+            input_signature=[tf.TensorSpec([None, len(filter_kinds)], tf.string)])
+        # What each item was embedded from (exporting/updates.py): unchanged items keep their
+        # stored vectors when the catalog is indexed again.
+        self.content_hashes = variable([], tf.string, "content_hashes")
+        self.assign_content_hashes = tf.function(
+            self._assign_content_hashes, input_signature=[tf.TensorSpec([None], tf.string)])
         if attributes:  # attribute-modality vectors, for a ranking head with item features
             self.attributes = variable([dim], tf.float32, "attributes")
             self.assign_attributes = tf.function(
@@ -69,11 +90,33 @@ class ItemIndex(tf.Module):
         return tf.shape(attributes)[0]
 
     def _assign_words(self, title_words):
-        """Sets the items' title words; call right after `assign`, for the same items."""
+        """Sets the items' title words and rebuilds the BM25 index from them; call right after
+        `assign`, for the same items."""
         tf.debugging.assert_equal(tf.shape(title_words)[0], self.size,
                                   message="title_words must have one row per indexed item")
         self.title_words.assign(title_words)
+        self.lexical.build(title_words)
         return tf.shape(title_words)[0]
+
+    def _assign_filters(self, values):
+        """Sets the items' filterable values (one column per export filter, in order); call
+        right after `assign`, for the same items."""
+        tf.debugging.assert_equal(tf.shape(values)[0], self.size,
+                                  message="filter values must have one row per indexed item")
+        kinds = self._filter_kinds
+        categorical = [i for i, kind in enumerate(kinds) if kind == CATEGORICAL]
+        numeric = [i for i, kind in enumerate(kinds) if kind == NUMERIC]
+        self.filter_values.assign(values)
+        self.filter_keys.assign(categorical_keys(tf.gather(values, categorical, axis=1)))
+        self.filter_numbers.assign(numeric_values(tf.gather(values, numeric, axis=1)))
+        return tf.shape(values)[0]
+
+    def _assign_content_hashes(self, hashes):
+        """Sets the items' content hashes; call right after `assign`, for the same items."""
+        tf.debugging.assert_equal(tf.shape(hashes)[0], self.size,
+                                  message="content hashes must have one row per indexed item")
+        self.content_hashes.assign(hashes)
+        return tf.shape(hashes)[0]
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string), tf.TensorSpec([None, None], tf.float32),
@@ -111,6 +154,12 @@ class ItemIndex(tf.Module):
         return position, known
 
 
+def _string_variable(values: tuple[str, ...], name: str) -> tf.Variable:
+    """A fixed list of names the SavedModel carries for clients (columns, kinds)."""
+    return tf.Variable(tf.constant(list(values), tf.string, shape=[len(values)]),
+                       trainable=False, name=name)
+
+
 def _pad_modalities(columns: tf.Tensor, width: int) -> tf.Tensor:
     """[N, m] per-modality columns, m <= width, -> [N, width] (zeros for the missing ones)."""
     missing = width - tf.shape(columns)[1]
@@ -142,8 +191,11 @@ class _Untracked:
 class SearchModule(tf.Module):
     """Towers + ranking head + index, with the serving signatures (tfmmsearch/contract.py)."""
 
-    def __init__(self, model, top_k: int = 100, rerank_candidates: int = 100):
+    def __init__(self, model, top_k: int = 100, hybrid: HybridConfig | None = None,
+                 filters: dict[str, str] | None = None):
         super().__init__(name="tfmmsearch")
+        hybrid = hybrid or HybridConfig()
+        filters = dict(filters or {})
         self._model = _Untracked(model)
         # What the signatures call, tracked so that the SavedModel carries its variables
         # (under the names a warm start reads them back by).
@@ -151,17 +203,25 @@ class SearchModule(tf.Module):
             setattr(self, name, part)
         self.image_size = model.image_size
         self.top_k = top_k
-        self.rerank_candidates = max(top_k, rerank_candidates)
-        self.lexical = model.ranking_head.lexical
+        self.rerank_candidates = max(top_k, hybrid.candidates)
+        # How `search` gathers candidates (config export.hybrid), in variables so that a
+        # loaded export can be switched (benchmarks compare fusions on one export).
+        self.fusion_type = tf.Variable(hybrid.fusion_type, trainable=False, name="fusion_type")
+        self.rrf_k = tf.Variable(hybrid.rrf_k, dtype=tf.float32, trainable=False, name="rrf_k")
+        self.convex_weight = tf.Variable(hybrid.convex_weight, dtype=tf.float32,
+                                         trainable=False, name="convex_weight")
+        # The filterable columns and their kinds, in the order the index stores them.
+        self.filter_names = tuple(filters)
+        self.filter_kind_names = tuple(filters.values())
+        self.filter_columns = _string_variable(self.filter_names, "filter_columns")
+        self.filter_kinds = _string_variable(self.filter_kind_names, "filter_kinds")
+        self.lexical_head = model.ranking_head.lexical
         # The item-feature columns `embed_item`'s attributes hold, in order (contract.py).
         self.attribute_columns = tuple(model.item_feature_columns)
-        self.item_feature_columns = tf.Variable(
-            tf.constant(list(self.attribute_columns), tf.string,
-                        shape=[len(self.attribute_columns)]),
-            trainable=False, name="item_feature_columns")
-        self.index = ItemIndex(model.config.embedding_dim,
-                               title_words=MAX_TITLE_WORDS if self.lexical else 0,
-                               attributes=bool(self.attribute_columns))
+        self.item_feature_columns = _string_variable(self.attribute_columns,
+                                                     "item_feature_columns")
+        self.index = ItemIndex(model.config.embedding_dim, attributes=bool(self.attribute_columns),
+                               filter_kinds=self.filter_kind_names)
 
     # ------------------------------------------------------------------ building blocks
 
@@ -216,7 +276,7 @@ class SearchModule(tf.Module):
                       "image": tf.gather(index.image, positions),
                       "mask": tf.gather(index.mask, positions)}
         coverage = attributes = None
-        if self.lexical:
+        if self.lexical_head:
             coverage = query_coverage(word_ids(query, MAX_QUERY_WORDS)[:, None, :],
                                       tf.gather(index.title_words, positions))
         if self.attribute_columns:
@@ -235,20 +295,71 @@ class SearchModule(tf.Module):
 
     # ------------------------------------------------------------------ signatures
 
+    def _candidates(self, query, dense):
+        """The head's short list [B, C] from dense similarities [B, N] (-inf: filtered out),
+        fused with in-graph BM25 as `fusion_type` says (config export.hybrid)."""
+        count = self.rerank_candidates
+
+        def lexical():
+            scores = self.index.lexical.scores(word_ids(query, MAX_QUERY_WORDS))
+            return tf.where(tf.math.is_inf(dense), 0.0, scores)
+
+        def dense_only():
+            return self._top(dense, count)[1]
+
+        def rrf():
+            return reciprocal_rank_fusion(dense, lexical(), count, self.rrf_k)[0]
+
+        def convex():
+            return convex_fusion(dense, lexical(), self.convex_weight, count)[0]
+
+        branches = {"dense": dense_only, "rrf": rrf, "convex": convex}
+        assert tuple(branches) == FUSIONS, "every configurable fusion has a branch"
+        mode = tf.argmax(tf.cast(tf.equal(self.fusion_type, list(FUSIONS)), tf.int32),
+                         output_type=tf.int32)
+        return tf.switch_case(mode, [branches[name] for name in FUSIONS])
+
+    def _ranked(self, query, allowed=None):
+        """Candidates (within `allowed` [B, N] where given), re-scored by the ranking head;
+        the top K as the search signatures return them, with how many are real results."""
+        embedding = self._query_embedding(query)
+        dense = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
+        if allowed is not None:
+            dense = tf.where(allowed, dense, float("-inf"))
+        candidates = self._candidates(query, dense)
+        valid = tf.logical_not(tf.math.is_inf(tf.gather(dense, candidates, batch_dims=1)))
+        head = tf.where(valid, self._head_scores(query, embedding, candidates), float("-inf"))
+        scores, order = self._top(head, self.top_k)
+        positions = tf.gather(candidates, order, batch_dims=1)
+        valid = tf.gather(valid, order, batch_dims=1)
+        ids, scores, has_text = self._found_nothing(
+            query, tf.where(valid, tf.gather(self.index.product_ids, positions), ""), scores)
+        real = tf.logical_and(valid, has_text)
+        weights = tf.where(real[:, :, None], tf.gather(self.index.modality_weights, positions),
+                           0.0)
+        return {"product_ids": ids, "scores": tf.where(real, scores, float("-inf")),
+                "modality_weights": weights,
+                "num_results": tf.reduce_sum(tf.cast(real, tf.int32), axis=1)}
+
     @tf.function(input_signature=input_signature("search"))
     def search(self, query):
         """Retrieve candidates from the index, re-score with the ranking head, keep the top K."""
-        embedding = self._query_embedding(query)
-        similarities = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
-        _, candidates = self._top(similarities, self.rerank_candidates)
-        head = self._head_scores(query, embedding, candidates)
-        scores, order = self._top(head, self.top_k)
-        positions = tf.gather(candidates, order, batch_dims=1)
-        ids, scores, has_text = self._found_nothing(
-            query, tf.gather(self.index.product_ids, positions), scores)
-        weights = tf.where(has_text[:, :, None], tf.gather(self.index.modality_weights, positions),
-                           0.0)
-        return {"product_ids": ids, "scores": scores, "modality_weights": weights}
+        results = self._ranked(query)
+        return {name: results[name] for name in ("product_ids", "scores", "modality_weights")}
+
+    @tf.function(input_signature=input_signature("search_filtered"))
+    def search_filtered(self, query, filter):  # noqa: A002  (the contract's input name)
+        """`search` among the products that satisfy each query's filter (exact pre-filtering:
+        the filter applies before top-K, so every result matches and fewer than K matches are
+        all returned; `num_results` says how many)."""
+        index = self.index
+        query, filter = _checked_first(tf.debugging.assert_equal(
+            tf.shape(query)[0], tf.shape(filter)[0],
+            message="search_filtered: query [B] and filter [B] must have the same batch size "
+                    "(\"\" for a query without a filter)"), query, filter)
+        allowed = filter_mask(filter, self.filter_names, self.filter_kind_names,
+                              index.filter_keys, index.filter_numbers)
+        return self._ranked(query, allowed)
 
     @tf.function(input_signature=input_signature("retrieve"))
     def retrieve(self, query):
@@ -288,13 +399,13 @@ class SearchModule(tf.Module):
         """Everything the index stores for an item (used when (re-)indexing a catalog)."""
         outputs = self._item_outputs(title, image, attributes)
         stored = {key: outputs[key] for key in self._item_fields()}
-        if self.lexical:
-            stored[LEXICAL_FIELD] = word_ids(title, MAX_TITLE_WORDS)
+        stored[LEXICAL_FIELD] = word_ids(title, MAX_TITLE_WORDS)
         return stored
 
     def signatures(self) -> dict:
         """Every signature of the contract (SIGNATURE_INPUTS) as a concrete function."""
-        functions = {"serving_default": self.search, "retrieve": self.retrieve, "rank": self.rank,
+        functions = {"serving_default": self.search, "search_filtered": self.search_filtered,
+                     "retrieve": self.retrieve, "rank": self.rank,
                      "embed_query": self.embed_query, "embed_item": self.embed_item}
         concrete = {name: function.get_concrete_function() for name, function in functions.items()}
         concrete.update({alias: concrete[name] for alias, name in SIGNATURE_ALIASES.items()})

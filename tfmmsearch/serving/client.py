@@ -153,6 +153,8 @@ def normalize_outputs(signature_name: str, outputs: Mapping[str, Any]) -> dict[s
             result[name] = np.asarray(array, dtype=np.float32)
         elif kind == "bool":
             result[name] = np.asarray(array, dtype=bool)
+        elif kind == "int32":
+            result[name] = np.asarray(array, dtype=np.int32)
         else:
             result[name] = np.asarray(array.tolist() if array.dtype == object else array)
     return result
@@ -187,6 +189,27 @@ class SearchClient(abc.ABC):
         """Top-K products per raw query: product_ids [B,K], scores [B,K], modality_weights [B,K,M]."""
         queries = _text_list(queries, "queries")
         return self.predict(DEFAULT_SIGNATURE, {"query": string_tensor(queries)})
+
+    def search_filtered(self, queries: Sequence[str], filters: str | Sequence[str]
+                        ) -> dict[str, np.ndarray]:
+        """`search` among the products matching each query's filter (one string for all
+        queries, or one per query; "" = none; syntax: tfmmsearch/exporting/filters.py). Adds
+        num_results [B]: how many of the K results are real ("" ids and -inf scores follow)."""
+        queries = _text_list(queries, "queries")
+        if isinstance(filters, str):
+            filters = [filters] * len(queries)
+        elif isinstance(filters, bytes):
+            raise TypeError("filters: expected a string or a list of strings, got bytes")
+        else:
+            filters = list(filters)
+            if len(filters) != len(queries):
+                raise ValueError(f"filters: {len(filters)} filters for {len(queries)} queries; "
+                                 "send one per query (or one string for all)")
+            for i, text in enumerate(filters):
+                if not isinstance(text, str):
+                    raise TypeError(f"filters[{i}]: expected str, got {type(text).__name__}")
+        return self.predict("search_filtered", {"query": string_tensor(queries),
+                                                "filter": string_tensor(filters)})
 
     def retrieve(self, queries: Sequence[str]) -> dict[str, np.ndarray]:
         """Top-K candidates from the in-graph index without the ranking head: product_ids, scores."""

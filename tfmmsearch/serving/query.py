@@ -23,6 +23,10 @@ def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, 
     for row, query in enumerate(queries):
         lines.append(f"query: {query!r}")
         ids = outputs["product_ids"][row][:k]
+        if "num_results" in outputs:  # a filtered search: only this many are real results
+            ids = ids[:int(outputs["num_results"][row])]
+            if not len(ids):
+                lines.append("  (no product matches the filter)")
         for rank, product_id in enumerate(ids):
             product_id = product_id.decode() if isinstance(product_id, bytes) else str(product_id)
             score = float(outputs["scores"][row][rank])
@@ -40,12 +44,21 @@ def format_results(queries: list[str], outputs: dict, k: int, titles: dict[str, 
 
 def run_query(target: str, queries: list[str], model_name: str | None = None, transport: str = "auto",
               k: int = 5, catalog_dir: str | Path | None = None, signature: str = "serving_default",
-              timeout: float = DEFAULT_TIMEOUT) -> dict:
-    """Runs `queries` through `signature` on `target` and prints the top `k` per query."""
+              timeout: float = DEFAULT_TIMEOUT, filter_text: str | None = None) -> dict:
+    """Runs `queries` through `signature` on `target` and prints the top `k` per query;
+    `filter_text` (one filter for every query) searches through `search_filtered`."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if filter_text is not None and signature != "serving_default":
+        raise ValueError(f"--filter searches with the ranking head (search_filtered); the "
+                         f"{signature!r} signature takes no filter")
     with connect(target, model_name, transport, timeout=timeout) as client:
-        outputs = client.search(queries) if signature == "serving_default" else client.retrieve(queries)
+        if filter_text is not None:
+            outputs = client.search_filtered(queries, filter_text)
+        elif signature == "serving_default":
+            outputs = client.search(queries)
+        else:
+            outputs = client.retrieve(queries)
     titles = None
     if catalog_dir is not None:
         from tfmmsearch.data.catalog import read_catalog

@@ -177,6 +177,8 @@ def search_warmup_requests(
             return string_tensor(cycle(titles, n))
         if name == "image":
             return string_tensor(cycle(images, n))
+        if name == "filter":  # "" = no filter: every query parses its filter all the same
+            return string_tensor([""] * n)
         if name == "attributes":
             chosen = cycle(rows, n)
             width = len(chosen[0])
