@@ -512,6 +512,13 @@ def test_empty_batches_catalogs_and_column_lists(mask_function):
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
         eager_mask(["", "brand:nike"], (), ())
     assert "unknown filter field 'brand'; filterable fields: (none)" in graph_message(error.value)
+    # Traced with unknown shapes, as a signature of an export without filterable columns is.
+    no_columns = tf.function(lambda texts, k, n: filter_mask(texts, (), (), k, n),
+                             input_signature=[tf.TensorSpec([None], tf.string),
+                                              tf.TensorSpec([None, 0], tf.int64),
+                                              tf.TensorSpec([None, 0], tf.float32)])
+    np.testing.assert_array_equal(no_columns(tf.constant(["", " "]), tf.zeros([3, 0], tf.int64),
+                                             tf.zeros([3, 0])), np.ones([2, 3], bool))
 
 
 # --------------------------------------------------------------------------- saved model

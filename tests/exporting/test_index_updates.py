@@ -168,3 +168,46 @@ def test_update_files_are_read_with_errors_naming_the_line(tmp_path):
     patch.write_text('{"product_id": "1"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 1: names no column"):
         read_patch_file(patch)
+
+
+def test_the_index_command_upserts_deletes_and_patches_then_query_filters(
+        shop_run, shop_catalog, tmp_path, capsys):
+    from tfmmsearch.cli import main
+    from tfmmsearch.data.catalog import write_catalog
+
+    base = tmp_path / "cli" / "shop"
+    export(shop_run, base_dir=base, products=shop_catalog[:12])
+    donor = shop_catalog[12]
+    upsert_dir = tmp_path / "upsert"
+    (upsert_dir / "images").mkdir(parents=True)
+    (upsert_dir / "images" / "new.jpg").write_bytes(donor.image_path.read_bytes())
+    write_catalog(upsert_dir, [{"product_id": "new-1", "title": "Zephyr Aurora Teal Dress",
+                                "image": "images/new.jpg", **{**donor.attributes,
+                                                              "gender": "Women", "price": "7"}}])
+    ids = tmp_path / "gone.txt"
+    ids.write_text(f"{shop_catalog[0].product_id}\nnot-indexed\n", encoding="utf-8")
+    patch = tmp_path / "patch.jsonl"
+    patch.write_text(f'{{"product_id": "{shop_catalog[1].product_id}", "price": "8"}}\n',
+                     encoding="utf-8")
+    assert main(["index", "--model", str(base), "--upsert", str(upsert_dir), "--delete",
+                 str(ids), "--patch", str(patch)]) == 0
+    printed = capsys.readouterr().out
+    assert "indexed into" in printed and "1 embedded" in printed and "1 added" in printed
+    assert "1 deleted" in printed and "1 patched" in printed
+    assert "1 ids to delete not in the index, skipped (not-indexed)" in printed
+    assert main(["query", str(base), "dress", "--filter", "price:[* TO 10]", "-k", "5"]) == 0
+    shown = capsys.readouterr().out
+    assert "new-1" in shown and shop_catalog[1].product_id in shown
+    assert shop_catalog[0].product_id not in shown.split("query:", 1)[1]
+    # User mistakes: one line, exit 1, no traceback, nothing written.
+    versions = sorted(p.name for p in base.iterdir())
+    patch.write_text('{"product_id": "1", "price": 5}\n{"price": 6}\n', encoding="utf-8")
+    for argv, words in [
+        (["index", "--model", str(base)], "give --catalog"),
+        (["index", "--model", str(base), "--patch", str(patch)], "line 2, field 'product_id'"),
+        (["query", str(base), "dress", "--filter", "colour:red"], "unknown filter field"),
+    ]:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    assert sorted(p.name for p in base.iterdir()) == versions

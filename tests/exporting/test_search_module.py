@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import make_untrained_run
-from tfmmsearch.contract import ATTRIBUTES_FIELD, INDEX_FIELDS
+from tfmmsearch.contract import ATTRIBUTES_FIELD, INDEX_FIELDS, LEXICAL_FIELD
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.prepare import resolve_catalog_dir
@@ -100,7 +100,7 @@ def test_embed_item_takes_attributes_and_gives_the_models_embeddings(attribute_r
     with pytest.raises(tf.errors.InvalidArgumentError, match="0 or 2 columns.*brand, price"):
         module.embed_item(titles, images, tf.fill([6, 1], "x"))
     stored = module.index_outputs(titles, images, tf.constant(values.tolist()))
-    assert set(stored) == {*INDEX_FIELDS, ATTRIBUTES_FIELD}
+    assert set(stored) == {*INDEX_FIELDS, ATTRIBUTES_FIELD, LEXICAL_FIELD}
     np.testing.assert_allclose(stored[ATTRIBUTES_FIELD].numpy(), expected["attributes"].numpy(),
                                atol=1e-5)
 

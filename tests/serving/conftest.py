@@ -78,6 +78,25 @@ class StandInSearchModule(tf.Module):
             "modality_weights": tf.gather(self.item_modality_weights, indices),
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query"),
+                                  tf.TensorSpec([None], tf.string, name="filter")])
+    def search_filtered(self, query, filter):  # noqa: A002  (the contract's input name)
+        # Toy filter: a product whose id the filter names ("NOT p1 p3") is left out; the rest
+        # is padded with "" and -inf, as the export pads.
+        scores = tf.matmul(self._query_vector(query), self.item_vectors, transpose_b=True)
+        named = tf.stack([tf.strings.regex_full_match(filter, f".*\\b{product_id}\\b.*")
+                          for product_id in STAND_IN_PRODUCT_IDS], axis=1)
+        scores = tf.where(named, float("-inf"), scores * self.score_scale)
+        top = tf.math.top_k(scores, k=STAND_IN_TOP_K)
+        real = tf.math.is_finite(top.values)
+        return {
+            "product_ids": tf.where(real, tf.gather(self.product_ids, top.indices), ""),
+            "scores": top.values,
+            "modality_weights": tf.where(real[:, :, None],
+                                         tf.gather(self.item_modality_weights, top.indices), 0.0),
+            "num_results": tf.reduce_sum(tf.cast(real, tf.int32), axis=1),
+        }
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query")])
     def retrieve(self, query):
         scores, indices = self._top_k(query)
@@ -116,12 +135,13 @@ class StandInSearchModule(tf.Module):
 
 
 def save_stand_in_model(directory: Path, score_scale: float = 1.0) -> Path:
-    """Writes the TEST STAND-IN SavedModel with the export's six signature keys."""
+    """Writes the TEST STAND-IN SavedModel with the export's signature keys."""
     module = StandInSearchModule(score_scale)
     search = module.search.get_concrete_function()
     signatures = {
         "serving_default": search,
         "search": search,
+        "search_filtered": module.search_filtered.get_concrete_function(),
         "retrieve": module.retrieve.get_concrete_function(),
         "rank": module.rank.get_concrete_function(),
         "embed_query": module.embed_query.get_concrete_function(),
@@ -196,6 +216,11 @@ class ClientChecks:
     def all_signatures_match_local(self, client: SearchClient) -> None:
         self.assert_same(client.search(QUERIES), self.local.search(QUERIES))
         self.assert_same(client.retrieve(QUERIES), self.local.retrieve(QUERIES))
+        filters = ["", "NOT p0 p4", "p0 p1 p2 p3"]  # the last leaves fewer than K products
+        filtered = client.search_filtered(QUERIES, filters)
+        self.assert_same(filtered, self.local.search_filtered(QUERIES, filters))
+        assert filtered["num_results"].tolist() == [3, 3, 1]
+        assert filtered["product_ids"][2].tolist() == ["p4", "", ""]
         self.assert_same(client.rank(QUERIES, CANDIDATES), self.local.rank(QUERIES, CANDIDATES))
         self.assert_same(client.embed_query(QUERIES), self.local.embed_query(QUERIES))
         self.assert_same(client.embed_item(TITLES, IMAGES), self.local.embed_item(TITLES, IMAGES))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfmmsearch.contract import SIGNATURE_INPUTS
 from tests.serving.conftest import (
     CANDIDATES,
     IMAGES,
@@ -131,8 +132,7 @@ def test_metadata_describes_the_signatures(served_client):
     metadata = served_client.model_metadata()
     assert metadata["model_spec"]["name"] == MODEL_NAME
     assert metadata["model_spec"]["version"] == str(max(SCORE_SCALE_BY_VERSION))
-    assert served_client.signature_names() == sorted(
-        ["serving_default", "search", "retrieve", "rank", "embed_query", "embed_item"])
+    assert served_client.signature_names() == sorted(SIGNATURE_INPUTS)  # the whole contract
     rank = metadata["metadata"]["signature_def"]["signature_def"]["rank"]
     assert rank["inputs"]["product_ids"]["dtype"] == "DT_STRING"
     assert [d["size"] for d in rank["inputs"]["product_ids"]["tensor_shape"]["dim"]] == ["-1", "-1"]

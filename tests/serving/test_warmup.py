@@ -21,6 +21,7 @@ from tfmmsearch.serving.warmup import (
     replay_warmup,
     search_warmup_requests,
     warmup_path,
+    warmup_signatures,
     write_warmup_file,
 )
 
@@ -37,7 +38,7 @@ def test_warmup_round_trip_keeps_every_request_and_input(version_dir):
     assert path == version_dir / "assets.extra" / "tf_serving_warmup_requests"
 
     logs = read_warmup_file(version_dir)
-    assert len(logs) == len(requests) == 10
+    assert len(logs) == len(requests) == 2 * len(warmup_signatures())  # two batch sizes
     for log, (signature_name, inputs) in zip(logs, requests):
         request = log.predict_log.request
         assert request.model_spec.name == MODEL_NAME
@@ -48,7 +49,8 @@ def test_warmup_round_trip_keeps_every_request_and_input(version_dir):
             assert sent.shape == expected.shape
             assert sent.tolist() == expected.tolist()  # image bytes included, byte for byte
     signatures = {log.predict_log.request.model_spec.signature_name for log in logs}
-    assert signatures == {"serving_default", "retrieve", "rank", "embed_query", "embed_item"}
+    assert signatures == {"serving_default", "search_filtered", "retrieve", "rank", "embed_query",
+                          "embed_item"}
 
 
 def test_every_contract_signature_is_warmed_up_at_every_batch_size(version_dir):

@@ -550,6 +550,8 @@ def filter_mask(filters: tf.Tensor, columns: Sequence[str], kinds: Sequence[str]
     with tf.control_dependencies([check, tf.debugging.assert_equal(
             size, tf.shape(numbers)[0], message="keys and numbers hold different product counts")]):
         count = tf.identity(tf.shape(filters)[0])
+    if not kinds:  # no filterable column: the check above refused every non-empty filter
+        return tf.ones([count, size], tf.bool)
     args = (clauses, kinds, keys, numbers, count, size)
     return tf.cond(
         tf.size(clauses.row) > 0,

@@ -104,8 +104,11 @@ class ItemIndex(tf.Module):
         tf.debugging.assert_equal(tf.shape(values)[0], self.size,
                                   message="filter values must have one row per indexed item")
         kinds = self._filter_kinds
-        categorical = [i for i, kind in enumerate(kinds) if kind == CATEGORICAL]
-        numeric = [i for i, kind in enumerate(kinds) if kind == NUMERIC]
+        def columns_of(kind):
+            chosen = [i for i, each in enumerate(kinds) if each == kind]
+            return tf.constant(chosen, tf.int32, shape=[len(chosen)])
+
+        categorical, numeric = columns_of(CATEGORICAL), columns_of(NUMERIC)
         self.filter_values.assign(values)
         self.filter_keys.assign(categorical_keys(tf.gather(values, categorical, axis=1)))
         self.filter_numbers.assign(numeric_values(tf.gather(values, numeric, axis=1)))
