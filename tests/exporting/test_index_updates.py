@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfmmsearch.contract import CONTENT_HASH_FIELD, FILTER_VALUES_FIELD, LEXICAL_FIELD
 from tfmmsearch.exporting.errors import UpdateError
-from tfmmsearch.exporting.export import catalog_embedder, export, search_module, update_index
+from tfmmsearch.exporting.export import catalog_embedder, search_module, update_index
 from tfmmsearch.model.build import load_trained_model
 from tfmmsearch.exporting.index_rows import content_hash, read_index, write_index
 from tfmmsearch.exporting.updates import IndexUpdate, plan_update, read_ids_file, read_patch_file
@@ -30,16 +30,15 @@ def _loaded(version):
 
 
 def test_updates_end_where_a_fresh_build_of_the_final_catalog_starts(shop_run, shop_catalog,
-                                                                    tmp_path):
-    first, later = shop_catalog[:40], shop_catalog[40:50]
-    base = tmp_path / "live"
-    export(shop_run, base_dir=base, products=first)
+                                                                    shop_export):
+    first, later = shop_catalog[:20], shop_catalog[20:30]  # shop_export indexes `first`
     retitled = [dataclasses.replace(p, title=p.title + " extra soft") for p in first[:3]]
     rebranded = dataclasses.replace(first[3], attributes={**first[3].attributes, "brand": "Zed"})
     upsert = retitled + [rebranded] + later[:6]
-    deleted = [p.product_id for p in first[30:34]]
+    deleted = [p.product_id for p in first[12:16]]
     patch = {first[5].product_id: {"price": "1234.5"}, first[6].product_id: {"gender": "Girls"}}
-    version, report = update_index(base, lambda filters: IndexUpdate(
+    # From version 1 itself (other tests write versions beside it).
+    version, report = update_index(shop_export, lambda filters: IndexUpdate(
         upsert=upsert, delete=deleted + ["no-such-id"], patch=patch))
     assert report.embedded == 4 + 6  # three retitled, one rebranded, six new; nothing else
     assert (report.added, report.replaced, report.deleted, report.patched) == (6, 4, 4, 2)
@@ -171,13 +170,12 @@ def test_update_files_are_read_with_errors_naming_the_line(tmp_path):
 
 
 def test_the_index_command_upserts_deletes_and_patches_then_query_filters(
-        shop_run, shop_catalog, tmp_path, capsys):
+        shop_export, shop_catalog, tmp_path, capsys):
     from tfmmsearch.cli import main
     from tfmmsearch.data.catalog import write_catalog
 
-    base = tmp_path / "cli" / "shop"
-    export(shop_run, base_dir=base, products=shop_catalog[:12])
-    donor = shop_catalog[12]
+    base = shop_export.parent  # a new version beside version 1, from version 1
+    donor = shop_catalog[25]
     upsert_dir = tmp_path / "upsert"
     (upsert_dir / "images").mkdir(parents=True)
     (upsert_dir / "images" / "new.jpg").write_bytes(donor.image_path.read_bytes())
@@ -189,13 +187,14 @@ def test_the_index_command_upserts_deletes_and_patches_then_query_filters(
     patch = tmp_path / "patch.jsonl"
     patch.write_text(f'{{"product_id": "{shop_catalog[1].product_id}", "price": "8"}}\n',
                      encoding="utf-8")
-    assert main(["index", "--model", str(base), "--upsert", str(upsert_dir), "--delete",
+    assert main(["index", "--model", str(shop_export), "--upsert", str(upsert_dir), "--delete",
                  str(ids), "--patch", str(patch)]) == 0
     printed = capsys.readouterr().out
+    version = printed.split("indexed into ", 1)[1].split(":", 1)[0]
     assert "indexed into" in printed and "1 embedded" in printed and "1 added" in printed
     assert "1 deleted" in printed and "1 patched" in printed
     assert "1 ids to delete not in the index, skipped (not-indexed)" in printed
-    assert main(["query", str(base), "dress", "--filter", "price:[* TO 10]", "-k", "5"]) == 0
+    assert main(["query", version, "dress", "--filter", "price:[* TO 10]", "-k", "5"]) == 0
     shown = capsys.readouterr().out
     assert "new-1" in shown and shop_catalog[1].product_id in shown
     assert shop_catalog[0].product_id not in shown.split("query:", 1)[1]
@@ -205,7 +204,7 @@ def test_the_index_command_upserts_deletes_and_patches_then_query_filters(
     for argv, words in [
         (["index", "--model", str(base)], "give --catalog"),
         (["index", "--model", str(base), "--patch", str(patch)], "line 2, field 'product_id'"),
-        (["query", str(base), "dress", "--filter", "colour:red"], "unknown filter field"),
+        (["query", version, "dress", "--filter", "colour:red"], "unknown filter field"),
     ]:
         assert main(argv) == 1
         err = capsys.readouterr().err
