@@ -28,9 +28,12 @@ def _banner(text: str) -> None:
 
 
 FILTERED_QUERY = ("red dress", "gender:Women AND price:[* TO 2500]")
-NEW_PRODUCT = {"product_id": "zephyr-1", "title": "Zephyr Aurora Teal Dress", "brand": "Zephyr",
-               "gender": "Women", "article_type": "Dresses", "base_colour": "Teal",
-               "price": "1899.00"}
+# A brand the model has never seen, in words it knows: lexical retrieval brings it in by the
+# brand word, the towers and the head place it among the blue party dresses.
+NEW_PRODUCT = {"product_id": "zephyr-1", "title": "Zephyr Women Blue Party Dress",
+               "brand": "Zephyr", "gender": "Women", "article_type": "Dresses",
+               "base_colour": "Blue", "usage": "Party", "price": "1899.00"}
+NEW_PRODUCT_QUERY = "zephyr blue party dress"
 
 
 def _filtered_search_and_upsert(config: Config, version_dir: Path, catalog, titles: dict) -> dict:
@@ -52,9 +55,10 @@ def _filtered_search_and_upsert(config: Config, version_dir: Path, catalog, titl
         print(f"    {product_id}: gender {attributes.get('gender')}, "
               f"price {attributes.get('price') or '(none)'}")
 
-    # A one-product catalog: the shop adds a dress; its photo is an existing dress's.
-    donor = next(p for p in catalog.products if p.attributes.get("article_type") == "Dresses"
-                 and p.image_path)
+    # A one-product catalog: the shop adds a dress; its photo is a like dress's.
+    donor = next(p for p in catalog.products if p.image_path and all(
+        p.attributes.get(column) == NEW_PRODUCT[column]
+        for column in ("article_type", "base_colour", "usage")))
     upsert_dir = Path(config.data.work_dir) / "demo_upsert"
     (upsert_dir / "images").mkdir(parents=True, exist_ok=True)
     image = upsert_dir / "images" / f"{NEW_PRODUCT['product_id']}.jpg"
@@ -67,7 +71,7 @@ def _filtered_search_and_upsert(config: Config, version_dir: Path, catalog, titl
         upsert=read_update_catalog(upsert_dir, "error", filters)))
     print(f"tfmmsearch index --model {version_dir.parent} --upsert {upsert_dir}")
     print(f"  -> {new_version}: {report.summary()}")
-    new_query = "zephyr aurora dress"
+    new_query = NEW_PRODUCT_QUERY
     found = LocalSavedModelClient(new_version).search([new_query])
     print(format_results([new_query], found, k=3,
                          titles={**titles, NEW_PRODUCT["product_id"]: NEW_PRODUCT["title"]}))

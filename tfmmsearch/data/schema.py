@@ -56,6 +56,16 @@ class Product:
     def has_title(self) -> bool:
         return has_text(self.title)
 
+    def image_bytes(self) -> bytes:
+        """The encoded image as the towers read it; b"" (no image) for an item without one."""
+        return image_file_bytes(self.image_path)
+
+
+def image_file_bytes(path: str | Path | None) -> bytes:
+    """An image file's bytes, or b"" for no path (None or ""): what every signature's image
+    input holds for an item without a photo."""
+    return Path(path).read_bytes() if path else b""
+
 
 @dataclass
 class ReadReport:

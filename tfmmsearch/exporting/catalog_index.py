@@ -116,5 +116,5 @@ def _item_batch(products: list[Product], cached: dict[str, np.ndarray],
         batch["title"] = tf.constant([p.title for p in products], tf.string)
     if "image_features" not in batch:
         batch["image_bytes"] = tf.constant(
-            [Path(p.image_path).read_bytes() if p.image_path else b"" for p in products], tf.string)
+            [p.image_bytes() for p in products], tf.string)
     return batch

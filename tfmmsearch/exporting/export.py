@@ -43,7 +43,7 @@ from tfmmsearch.contract import (
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.progress import progress
-from tfmmsearch.data.schema import Catalog, Product
+from tfmmsearch.data.schema import Catalog, Product, image_file_bytes
 from tfmmsearch.exporting.errors import ExportBusyError, ExportConfigError
 from tfmmsearch.exporting.index_rows import (
     IndexRows,
@@ -91,7 +91,7 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
                   disable=len(titles) <= batch_size) as bar:
         for first in range(0, len(titles), batch_size):
             chunk_titles = titles[first:first + batch_size]
-            chunk_images = [Path(path).read_bytes() if path else b""
+            chunk_images = [image_file_bytes(path)
                             for path in image_paths[first:first + batch_size]]
             inputs = {"title": tf.constant(chunk_titles, tf.string),
                       "image": tf.constant(chunk_images, tf.string)}
@@ -183,13 +183,16 @@ def _make_world_readable(root: Path) -> None:
 
 
 def write_version(module, base_dir: str | Path, signatures: dict, products: list[Product],
-                  model_name: str, item_features: dict | None = None) -> Path:
+                  model_name: str, item_features: dict | None = None,
+                  previous: Path | None = None) -> Path:
     """Saves `module` as the next integer version under base_dir, atomically, with warmup.
 
+    Warmup requests are made from `products`; with none (an update that only deletes or
+    patches), the `previous` version's warmup file is kept, since the signatures are the same.
     `item_features`: the content of contract.EXPORT_ITEM_FEATURES_FILE (default: the module's
     columns only). The caller holds `exclusive_writer(base_dir)`.
     """
-    from tfmmsearch.serving.warmup import search_warmup_requests, write_warmup_file
+    from tfmmsearch.serving.warmup import search_warmup_requests, warmup_path, write_warmup_file
 
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -199,17 +202,21 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
     columns = export_attribute_columns(module)
     try:
         tf.saved_model.save(module, str(tmp_dir), signatures=signatures)
-        sample = products[:4]
-        requests = search_warmup_requests(
-            queries=[p.title or "shirt" for p in sample] or ["shirt"],
-            product_ids=[p.product_id for p in sample],
-            titles=[p.title for p in sample],
-            images=[p.image_path.read_bytes() if p.image_path else b"" for p in sample],
-            attributes=attribute_matrix(sample, columns or ()).tolist(),
-            signature_inputs={name: [spec.name for spec
-                                     in tf.nest.flatten(function.structured_input_signature)]
-                              for name, function in signatures.items()})
-        write_warmup_file(tmp_dir, requests, model_name=model_name)
+        if products or previous is None or not warmup_path(previous).is_file():
+            sample = products[:4]
+            requests = search_warmup_requests(
+                queries=[p.title or "shirt" for p in sample] or ["shirt"],
+                product_ids=[p.product_id for p in sample],
+                titles=[p.title for p in sample],
+                images=[p.image_bytes() for p in sample],
+                attributes=attribute_matrix(sample, columns or ()).tolist(),
+                signature_inputs={name: [spec.name for spec
+                                         in tf.nest.flatten(function.structured_input_signature)]
+                                  for name, function in signatures.items()})
+            write_warmup_file(tmp_dir, requests, model_name=model_name)
+        else:
+            warmup_path(tmp_dir).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(warmup_path(previous), warmup_path(tmp_dir))
         if columns is not None:
             write_item_features_file(tmp_dir, item_features or {"columns": list(columns)})
         if hasattr(module, "filter_columns"):
@@ -346,7 +353,7 @@ def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], I
         logger.info("version %s -> next: %s", source.name, report.summary())
         products = update.catalog if update.catalog is not None else update.upsert
         version = write_version(loaded, base_dir, dict(loaded.signatures), list(products),
-                                base_dir.name, _stored_item_features(source))
+                                base_dir.name, _stored_item_features(source), previous=source)
         return version, report
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -52,11 +51,6 @@ def export_filters(module) -> dict[str, str]:
     return dict(zip(_names(columns), _names(module.filter_kinds)))
 
 
-def image_bytes(product: Product) -> bytes:
-    """The product's encoded image as the index reads it (b"" for a product without one)."""
-    return Path(product.image_path).read_bytes() if product.image_path else b""
-
-
 def content_hash(title: str, image: bytes, attributes) -> str:
     """Hex digest of what an item is embedded from; `attributes` in the export's column order."""
     digest = hashlib.sha256()
@@ -70,7 +64,7 @@ def product_hashes(products: list[Product], columns: tuple[str, ...] | None,
                    images: list[bytes] | None = None) -> np.ndarray:
     """`content_hash` of each product ([N] object array); `images` when already read."""
     values = attribute_matrix(products, columns or ())
-    images = images if images is not None else [image_bytes(p) for p in products]
+    images = images if images is not None else [p.image_bytes() for p in products]
     return np.array([content_hash(p.title, image, row)
                      for p, image, row in zip(products, images, values)], dtype=object)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmmsearch.data.bm25 import B, K1
+from tfmmsearch.exporting.variable_reads import gather_rows
 
 _WORD_IDS = tf.TensorSpec([None, None], tf.int64)  # 0 pads; model/lexical.py word_ids
 
@@ -104,7 +105,7 @@ class LexicalIndex(tf.Module):
         steps = row_start - tf.concat([tf.zeros([1], tf.int64), row_start[:-1]], axis=0)
         row_start_of_posting = tf.cumsum(
             tf.scatter_nd(range_starts[:, None], steps, tf.shape(touched, tf.int64)))
-        cells = row_start_of_posting + tf.cast(tf.gather(self.posting_items, touched), tf.int64)
-        sums = tf.math.unsorted_segment_sum(tf.gather(self.posting_weights, touched), cells,
+        cells = row_start_of_posting + tf.cast(gather_rows(self.posting_items, touched), tf.int64)
+        sums = tf.math.unsorted_segment_sum(gather_rows(self.posting_weights, touched), cells,
                                             batch * num_items)
         return tf.reshape(sums, tf.stack([batch, num_items]))

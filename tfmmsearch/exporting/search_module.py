@@ -33,6 +33,7 @@ from tfmmsearch.config import FUSIONS, HybridConfig
 from tfmmsearch.exporting.filters import CATEGORICAL, NUMERIC, categorical_keys, filter_mask, numeric_values
 from tfmmsearch.exporting.fusion import convex_fusion, reciprocal_rank_fusion
 from tfmmsearch.exporting.lexical_index import LexicalIndex
+from tfmmsearch.exporting.variable_reads import gather_rows
 from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 
@@ -274,16 +275,16 @@ class SearchModule(tf.Module):
 
     def _head_scores(self, query, query_embedding, positions):
         index = self.index
-        candidates = {"embedding": tf.gather(index.embeddings, positions),
-                      "text": tf.gather(index.text, positions),
-                      "image": tf.gather(index.image, positions),
-                      "mask": tf.gather(index.mask, positions)}
+        candidates = {"embedding": gather_rows(index.embeddings, positions),
+                      "text": gather_rows(index.text, positions),
+                      "image": gather_rows(index.image, positions),
+                      "mask": gather_rows(index.mask, positions)}
         coverage = attributes = None
         if self.lexical_head:
             coverage = query_coverage(word_ids(query, MAX_QUERY_WORDS)[:, None, :],
-                                      tf.gather(index.title_words, positions))
+                                      gather_rows(index.title_words, positions))
         if self.attribute_columns:
-            attributes = tf.gather(index.attributes, positions)
+            attributes = gather_rows(index.attributes, positions)
         return self.ranking_head(query_embedding[:, None, :], candidates["embedding"],
                                  candidates["text"], candidates["image"], candidates["mask"],
                                  coverage=coverage, attributes=attributes)
@@ -336,9 +337,9 @@ class SearchModule(tf.Module):
         positions = tf.gather(candidates, order, batch_dims=1)
         valid = tf.gather(valid, order, batch_dims=1)
         ids, scores, has_text = self._found_nothing(
-            query, tf.where(valid, tf.gather(self.index.product_ids, positions), ""), scores)
+            query, tf.where(valid, gather_rows(self.index.product_ids, positions), ""), scores)
         real = tf.logical_and(valid, has_text)
-        weights = tf.where(real[:, :, None], tf.gather(self.index.modality_weights, positions),
+        weights = tf.where(real[:, :, None], gather_rows(self.index.modality_weights, positions),
                            0.0)
         return {"product_ids": ids, "scores": tf.where(real, scores, float("-inf")),
                 "modality_weights": weights,
@@ -371,7 +372,7 @@ class SearchModule(tf.Module):
         similarities = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
         scores, positions = self._top(similarities, self.top_k)
         ids, scores, _ = self._found_nothing(
-            query, tf.gather(self.index.product_ids, positions), scores)
+            query, gather_rows(self.index.product_ids, positions), scores)
         return {"product_ids": ids, "scores": scores}
 
     @tf.function(input_signature=input_signature("rank"))

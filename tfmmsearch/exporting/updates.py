@@ -36,7 +36,6 @@ from tfmmsearch.exporting.index_rows import (
     IndexRows,
     export_attribute_columns,
     export_filters,
-    image_bytes,
     product_hashes,
 )
 
@@ -161,7 +160,7 @@ def _embedded_rows(module, current: IndexRows, products: list[Product], embed: E
     """Rows for `products` in their order: stored vectors where the content is unchanged,
     the item tower's output for the rest; filter values and hashes from the products."""
     columns = export_attribute_columns(module)
-    images = [image_bytes(p) for p in products]
+    images = [p.image_bytes() for p in products]
     hashes = product_hashes(products, columns, images)
     stored = current.fields.get(CONTENT_HASH_FIELD)
     where = current.position_of()
