@@ -6,26 +6,22 @@ targets are judged from the measured values, the speed numbers are positive and 
 exported `retrieve` returns exactly numpy's top 100 on random data.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT, make_tiny_config
+from tests.benchmarks.scripts import load_benchmark
+from tests.conftest import make_tiny_config
 from tfmmsearch.config import save_config
 
 pytestmark = pytest.mark.slow
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def test_recording_keeps_the_attribute_queries_rankings_only():

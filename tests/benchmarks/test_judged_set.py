@@ -1,15 +1,13 @@
 """benchmarks/judged_set.py: the rater's rule (reading queries, brands from titles, grades) and
 the judged set it builds from a log's test days, on a hand-made catalog and log."""
 
-import importlib.util
 import json
-import sys
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.benchmarks.scripts import load_benchmark
 from tfmmsearch.data.catalog import write_catalog
 from tfmmsearch.data.judgments import read_judgments
 from tfmmsearch.data.schema import Product
@@ -17,16 +15,7 @@ from tfmmsearch.data.search_log import read_search_log, split_by_time
 from tfmmsearch.evaluation.judged import evaluate_judged
 
 
-def _load():
-    name = "benchmark_judged_set"
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / "judged_set.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-js = _load()
+js = load_benchmark("judged_set")
 
 # product id, title, article type, gender, colour, usage
 ROWS = [

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.benchmarks.scripts import load_benchmark
 from tfmmsearch.data.search_log import Session
 
 
-def _script():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("benchmark_search_log",
-                                                  REPO_ROOT / "benchmarks" / "search_log.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _script()
+bench = load_benchmark("search_log")
 WHEN = datetime(2026, 11, 30, tzinfo=timezone.utc)
 SHOWN = tuple(f"p{i}" for i in range(20))
 

@@ -8,28 +8,18 @@ section ran through the export, every system has every row, ratios and counts ar
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, make_untrained_run
+from tests.benchmarks.scripts import load_benchmark
+from tests.conftest import make_untrained_run
 
 # ~3 min on 2 cores: four SavedModel saves (the export and three update_index versions).
 pytestmark = pytest.mark.slow
 
 
-def _script():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("benchmark_shop_search",
-                                                  REPO_ROOT / "benchmarks" / "shop_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _script()
+bench = load_benchmark("shop_search")
 
 
 def _myntra_like_catalog(root, hub_cache):
