@@ -73,7 +73,9 @@ def shop_run(tmp_path_factory, tiny_hub_cache):
     code = bench.main(["--run", str(run), "--out", str(out), "--results", str(results),
                        "--judged", str(judged_path), "--sizes", "60,150", "--rounds-1", "2",
                        "--rounds-32", "1", "--embed-sample", "8", "--update-rounds", "1",
-                       "--protocol-queries", "30", "--max-validation", "20", "--in-process"])
+                       "--protocol-queries", "30", "--max-validation", "20", "--in-process",
+                       # one versioned update (each saves a SavedModel): a patch alone
+                       "--versioned-updates", "patch_1000_filter_values"])
     assert code == 0
     return json.loads((results / "shop_search.json").read_text()), results, len(judged)
 
@@ -121,13 +123,16 @@ def test_updates_reuse_embed_and_patch_what_they_should(shop_run):
     summary, _, _ = shop_run
     updates = summary["updates"]
     assert updates["embed_sample"]["items"] == 8 and updates["embed_sample"]["items_per_s"] > 0
+    applied = updates["applied_in_process"]
+    assert "0 embedded" in applied["reindex_unchanged"]["report"]
+    assert applied["upsert_100_new_titles"]["items"] == 15  # a quarter of the tiny 60
+    assert "15 embedded" in applied["upsert_100_new_titles"]["report"]
     through = updates["update_index"]
-    assert "0 embedded" in through["reindex_unchanged"]["report"]
-    assert through["upsert_100_new_titles"]["items"] == 15  # a quarter of the tiny 60
-    assert "15 embedded" in through["upsert_100_new_titles"]["report"]
+    assert list(through) == ["patch_1000_filter_values"]
     assert through["patch_1000_filter_values"]["items"] == 30
-    assert "patched" in through["patch_1000_filter_values"]["report"]
-    assert [through[k]["version"] for k in through] == ["2", "3", "4"]
+    assert "30 patched" in through["patch_1000_filter_values"]["report"]
+    assert "0 embedded" in through["patch_1000_filter_values"]["report"]
+    assert through["patch_1000_filter_values"]["version"] == "2"
 
 
 def test_tiled_rows_copy_fields_and_perturb_vectors():
