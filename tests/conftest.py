@@ -114,14 +114,53 @@ def make_untrained_run(root: Path, hub_cache: Path, overrides: list[str] | None 
     return run_dir
 
 
-@pytest.fixture(scope="module")
+# Item features (a brand vocabulary, log prices) that the ranking head also reads.
+ITEM_FEATURE_OVERRIDES = [
+    "model.item_features=[{column: brand, kind: categorical, embedding_dim: 4}, "
+    "{column: price, kind: numeric, transform: log1p}]",
+    "model.ranking_interactions=[fused, text, attributes]"]
+
+
+@pytest.fixture(scope="session")
+def attribute_run(tmp_path_factory, tiny_hub_cache) -> Path:
+    """An untrained tiny run with `ITEM_FEATURE_OVERRIDES`, built once per session; read only."""
+    return make_untrained_run(tmp_path_factory.mktemp("attributes"), tiny_hub_cache,
+                              ITEM_FEATURE_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_hub_cache) -> Path:
-    """An untrained tiny run (see `make_untrained_run`)."""
+    """An untrained tiny run (see `make_untrained_run`), built once per test session.
+
+    Shared by every module that reads it: a test may write files of its own into it or add
+    export versions beside `exported`, but one that must see the run untouched (an empty
+    feature cache, say) builds its own with `make_untrained_run`.
+    """
     return make_untrained_run(tmp_path_factory.mktemp("export_run"), tiny_hub_cache)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tiny_run) -> Path:
+    """Version 1 of `tiny_run`'s export (config's export.base_dir), built once per session.
+
+    Tests may add later versions to `exported.parent`; they compare against the versions there
+    before them rather than assume which ones exist."""
     from tfmmsearch.exporting.export import export
 
     return export(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def exported_subset(tiny_run, tmp_path_factory):
+    """(version, products): `tiny_run` exported with top_k 100 over 40 given catalog products,
+    from the 6th on (not a prefix of the catalog), into a base of its own; once per session,
+    read only."""
+    from tfmmsearch.data.catalog import read_catalog
+    from tfmmsearch.data.prepare import resolve_catalog_dir
+    from tfmmsearch.exporting.export import export
+    from tfmmsearch.model.build import load_run_config
+
+    products = read_catalog(resolve_catalog_dir(load_run_config(tiny_run))).products[5:45]
+    assert len(products) == 40
+    base = tmp_path_factory.mktemp("export_subset") / "tiny"
+    return export(tiny_run, base_dir=base, top_k=100, products=products), products

@@ -9,7 +9,6 @@ from tfmmsearch.data.prepare import resolve_catalog_dir
 from tfmmsearch.evaluation import exported_system
 from tfmmsearch.evaluation.exported_system import ExportedSearchSystem, LoadedExport
 from tfmmsearch.evaluation.model_system import TrainedModelSystem
-from tfmmsearch.exporting.export import export
 from tfmmsearch.model.build import load_run_config, load_trained_model
 
 QUERIES = ["black caps", "red dress for women", "blue shoes", "green watch", "white tshirt", ""]
@@ -21,9 +20,10 @@ def products(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def export_top100(tiny_run, products, tmp_path_factory):
-    base = tmp_path_factory.mktemp("export_top100") / "tiny"
-    return export(tiny_run, base_dir=base, top_k=100, products=products)
+def export_top100(exported_subset):
+    """An export with top_k 100 (tests/conftest.py); the systems below swap its index for the
+    items they score."""
+    return exported_subset[0]
 
 
 @pytest.fixture(scope="module")

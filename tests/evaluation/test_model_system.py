@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import make_untrained_run
 from tfmmsearch.data.schema import Product
 from tfmmsearch.evaluation.evaluate import model_systems
 from tfmmsearch.evaluation.model_system import ProductAttributes, TrainedModelSystem
 from tfmmsearch.evaluation.protocol import FULL, IMAGE_ONLY, items_for_mode
 from tfmmsearch.model.build import load_trained_model
 
-FEATURES = ["model.item_features=[{column: brand, kind: categorical, embedding_dim: 4}, "
-            "{column: price, kind: numeric, transform: log1p}]"]
+# `attribute_run` (tests/conftest.py): an untrained run with brand and price item features.
 
 
 def test_attributes_are_found_by_title_and_image_or_by_image_alone(tmp_path):
@@ -27,13 +25,11 @@ def test_attributes_are_found_by_title_and_image_or_by_image_alone(tmp_path):
     assert lookup.values(["", "x"], [str(tmp_path / "b.jpg"), ""])[0].tolist() == ["Puma", ""]
 
 
-def test_a_model_with_item_features_is_scored_with_its_products_attributes(tmp_path,
-                                                                           tiny_hub_cache):
+def test_a_model_with_item_features_is_scored_with_its_products_attributes(attribute_run):
     from tfmmsearch.data.catalog import read_catalog
     from tfmmsearch.data.prepare import resolve_catalog_dir
 
-    run_dir = make_untrained_run(tmp_path, tiny_hub_cache, FEATURES)
-    config, model = load_trained_model(run_dir)
+    config, model = load_trained_model(attribute_run)
     products = read_catalog(resolve_catalog_dir(config)).products
     titles = [p.title for p in products]
     paths = [str(p.image_path) if p.image_path else "" for p in products]

@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import make_untrained_run
 from tfmmsearch.contract import INDEX_FIELDS
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.prepare import resolve_catalog_dir
 from tfmmsearch.exporting.catalog_index import cached_item_features, model_index_arrays
 from tfmmsearch.model.build import cached_inputs, load_trained_model
 from tfmmsearch.model.feature_cache import FeatureStore, ItemTable
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_hub_cache):
+    """This module's own untrained run: its first test needs the run's feature cache empty and
+    then fills it, which the session's shared `tiny_run` must neither show nor see."""
+    return make_untrained_run(tmp_path_factory.mktemp("catalog_index_run"), tiny_hub_cache)
 
 
 class _Forbidden:

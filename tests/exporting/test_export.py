@@ -12,10 +12,18 @@ import pytest
 import tensorflow as tf
 
 from tfmmsearch.exporting import export as export_lib
-from tfmmsearch.contract import SIGNATURE_ALIASES, SIGNATURE_INPUTS, UNKNOWN_SCORE
+from tfmmsearch.contract import SIGNATURE_ALIASES, SIGNATURE_INPUTS, UNKNOWN_SCORE, list_versions
 from tfmmsearch.exporting.export import LOCK_FILE
 
 QUERIES = ["black caps", "red dress for women", ""]
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """`exported` loaded once in this process (the tests below only call it, never assign)."""
+    import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
+
+    return tf.saved_model.load(str(exported))
 
 
 def test_version_layout_and_saved_model_cli_lists_every_signature(exported):
@@ -51,7 +59,7 @@ FRESH_PROCESS = textwrap.dedent("""
 
 
 def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_model(
-        exported, tiny_run, tmp_path):
+        exported, loaded, tiny_run, tmp_path):
     from tfmmsearch.model.build import load_trained_model
 
     config, model = load_trained_model(tiny_run)
@@ -76,7 +84,6 @@ def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_mode
     np.testing.assert_allclose(served["embed_item/modality_weights"], [[1, 0, 0], [0, 1, 0]], atol=1e-6)
 
     # retrieve = exact top-K over the index, checked against numpy brute force.
-    loaded = tf.saved_model.load(str(exported))
     index_embeddings = loaded.index.embeddings.numpy()
     index_ids = loaded.index.product_ids.numpy().astype(str)
     brute = served["embed_query/embedding"] @ index_embeddings.T
@@ -99,8 +106,7 @@ def test_a_fresh_tensorflow_process_serves_every_signature_like_the_trained_mode
     assert served["rank/scores"][0, 0] > UNKNOWN_SCORE
 
 
-def test_bad_inputs_give_errors_not_crashes(exported):
-    loaded = tf.saved_model.load(str(exported))
+def test_bad_inputs_give_errors_not_crashes(exported, loaded):
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
         loaded.signatures["embed_query"](query=tf.constant([1, 2]))  # wrong dtype
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
@@ -141,11 +147,14 @@ def test_a_failed_export_leaves_earlier_versions_and_no_partial_one(tiny_run, ex
     def broken_save(*args, **kwargs):
         raise RuntimeError("disk full")
 
+    before = sorted(p.name for p in exported.parent.iterdir())
+    assert exported.name in before
     monkeypatch.setattr(export_lib.tf.saved_model, "save", broken_save)
     with pytest.raises(RuntimeError, match="disk full"):
         export_lib.export(tiny_run)
     entries = sorted(p.name for p in exported.parent.iterdir())
-    assert [name for name in entries if name != LOCK_FILE] == ["1"]
+    assert [name for name in entries if name != LOCK_FILE] == [
+        name for name in before if name != LOCK_FILE]  # no new version, no leftover temporary
 
 
 def test_reindexing_makes_new_products_searchable_in_a_new_version(exported, tiny_run, tmp_path):
@@ -161,14 +170,15 @@ def test_reindexing_makes_new_products_searchable_in_a_new_version(exported, tin
     rows.append({"product_id": "NEW-1", "title": "Zentra Women Purple Dress",
                  "image": rows[0]["image"] or rows[1]["image"]})
     write_catalog(new_dir, rows)
+    latest = max(list_versions(exported.parent))  # `exported` is version 1; other tests add more
     version = export_lib.reindex(exported.parent, new_dir)
-    assert version.name == str(int(exported.name) + 1)
+    assert version.name == str(latest + 1)
     loaded = tf.saved_model.load(str(version))
     assert loaded.index.product_ids.numpy().shape == (len(rows),)
     ranked = loaded.signatures["rank"](query=tf.constant(["purple dress"]),
                                        product_ids=tf.constant([["NEW-1"]]))
     assert bool(ranked["known"].numpy()[0, 0])
-    # The previous version is untouched and does not know the new product.
+    # The previous version is untouched on disk and does not know the new product.
     old = tf.saved_model.load(str(exported))
     assert not bool(old.signatures["rank"](query=tf.constant(["x"]),
                                            product_ids=tf.constant([["NEW-1"]]))["known"].numpy()[0, 0])
@@ -213,13 +223,14 @@ def test_clients_over_the_test_server_match_the_export_called_directly(exported,
     assert "query: 'black caps'" in printed and printed.count("score") == 3
 
 
-def test_export_of_given_products_indexes_exactly_those(tiny_run, tmp_path):
+def test_export_of_given_products_indexes_exactly_those(tiny_run, exported_subset, tmp_path):
     from tfmmsearch.data.catalog import read_catalog
     from tfmmsearch.data.prepare import resolve_catalog_dir
     from tfmmsearch.model.build import load_run_config
 
-    products = read_catalog(resolve_catalog_dir(load_run_config(tiny_run))).products[5:17]
-    version = export_lib.export(tiny_run, base_dir=tmp_path / "subset", products=products)
+    version, products = exported_subset  # catalog products 5..44, exported with products=
+    catalog = read_catalog(resolve_catalog_dir(load_run_config(tiny_run))).products
+    assert [p.product_id for p in products] != [p.product_id for p in catalog[:len(products)]]
     loaded = tf.saved_model.load(str(version))
     stored = [pid.decode() for pid in loaded.index.product_ids.numpy()]
     assert stored == [p.product_id for p in products]

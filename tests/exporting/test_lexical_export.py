@@ -30,13 +30,19 @@ def products(lexical_run):
 
 
 @pytest.fixture(scope="module")
+def lexical_model(lexical_run):
+    """(config, model) of the run, loaded once: the tests below only call the model."""
+    return load_trained_model(lexical_run)
+
+
+@pytest.fixture(scope="module")
 def version(lexical_run, products, tmp_path_factory):
     return export(lexical_run, base_dir=tmp_path_factory.mktemp("lexical_export") / "tiny",
                   top_k=100, products=products)
 
 
-def test_the_head_reads_the_coverage(lexical_run, products):
-    config, model = load_trained_model(lexical_run)
+def test_the_head_reads_the_coverage(lexical_model):
+    config, model = lexical_model
     assert model.ranking_head.lexical
     dim = config.model.embedding_dim
     rng = np.random.default_rng(0)
@@ -55,13 +61,14 @@ def test_the_head_reads_the_coverage(lexical_run, products):
         model.ranking_head(query, *vectors.values(), items["mask"])
 
 
-def test_export_stores_title_words_and_serves_what_the_model_scores(lexical_run, products, version):
+def test_export_stores_title_words_and_serves_what_the_model_scores(lexical_model, products,
+                                                                    version):
     loaded = LoadedExport(version)
     titles = [p.title for p in products]
     paths = [str(p.image_path) if p.image_path else "" for p in products]
     arrays = loaded.index_arrays(titles, paths)
     np.testing.assert_array_equal(arrays["title_words"], word_ids(titles, MAX_TITLE_WORDS).numpy())
-    config, model = load_trained_model(lexical_run)
+    config, model = lexical_model
     served = ExportedSearchSystem("export", loaded, "serving_default").score(QUERIES, titles, paths, "full")
     reference = TrainedModelSystem("model", model, rerank=100).score(QUERIES, titles, paths, "full")
     for q in range(len(QUERIES)):  # the served order never contradicts the model's own scores

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import make_untrained_run
 from tfmmsearch.contract import ATTRIBUTES_FIELD, INDEX_FIELDS, LEXICAL_FIELD
 from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.item_features import attribute_matrix
@@ -65,18 +64,17 @@ def test_an_index_with_attributes_stores_one_vector_per_item_and_narrow_masks_ar
 
 # --------------------------------------------------------------------------- a model with item features
 
-ITEM_FEATURES = ["model.item_features=[{column: brand, kind: categorical, embedding_dim: 4}, "
-                 "{column: price, kind: numeric, transform: log1p}]",
-                 "model.ranking_interactions=[fused, text, attributes]"]
+# `attribute_run` (tests/conftest.py): an untrained run with brand and price item features.
 
 
 @pytest.fixture(scope="module")
-def attribute_run(tmp_path_factory, tiny_hub_cache):
-    return make_untrained_run(tmp_path_factory.mktemp("attributes"), tiny_hub_cache, ITEM_FEATURES)
+def attribute_model(attribute_run):
+    """(config, model) of the run, loaded once: each test wraps it in a SearchModule of its own."""
+    return load_trained_model(attribute_run)
 
 
-def test_embed_item_takes_attributes_and_gives_the_models_embeddings(attribute_run):
-    config, model = load_trained_model(attribute_run)
+def test_embed_item_takes_attributes_and_gives_the_models_embeddings(attribute_model):
+    config, model = attribute_model
     assert model.item_feature_columns == ("brand", "price")
     module = SearchModule(model, top_k=5)
     assert [c.decode() for c in module.item_feature_columns.numpy()] == ["brand", "price"]
@@ -105,8 +103,8 @@ def test_embed_item_takes_attributes_and_gives_the_models_embeddings(attribute_r
                                atol=1e-5)
 
 
-def test_rank_reads_the_indexed_attribute_vectors(attribute_run):
-    config, model = load_trained_model(attribute_run)
+def test_rank_reads_the_indexed_attribute_vectors(attribute_model):
+    config, model = attribute_model
     module = SearchModule(model, top_k=5)
     products = read_catalog(resolve_catalog_dir(config)).products[:8]
     arrays = model_index_arrays(model, config, products)

@@ -64,6 +64,15 @@ def log_run(shop, tiny_hub_cache, tmp_path_factory):
     return config, run_dir, train(config, run_dir, verbose=0)
 
 
+@pytest.fixture(scope="module")
+def log_export(log_run) -> Path:
+    """The log run exported once (config's export.base_dir); the tests below only read it."""
+    from tfmmsearch.exporting.export import export
+
+    _, run_dir, _ = log_run
+    return export(run_dir)
+
+
 def test_a_catalog_without_attribute_columns_trains_from_its_log(log_run):
     config, run_dir, result = log_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -83,9 +92,8 @@ def test_a_catalog_without_attribute_columns_trains_from_its_log(log_run):
     assert {"position_bias/propensity", "position_bias/click_weight"} <= tags
 
 
-def test_the_log_run_evaluates_on_judged_queries_and_exports(log_run, shop):
+def test_the_log_run_evaluates_on_judged_queries_and_exports(log_run, log_export, shop):
     from tfmmsearch.evaluation.evaluate import evaluate
-    from tfmmsearch.exporting.export import export
     from tfmmsearch.serving.local import LocalSavedModelClient
 
     config, run_dir, _ = log_run
@@ -96,19 +104,17 @@ def test_the_log_run_evaluates_on_judged_queries_and_exports(log_run, shop):
     rows = evaluate(run_dir, judgments=judged, judgments_only=True)
     assert rows and all("judged" in row.results for row in rows)
     assert (run_dir / "evaluation-judged.md").is_file()
-    version = export(run_dir)
-    outputs = LocalSavedModelClient(version).search(["tshirts"])
+    outputs = LocalSavedModelClient(log_export).search(["tshirts"])
     assert len(outputs["product_ids"][0]) == min(config.export.top_k, len(products))
 
 
-def test_warm_start_reads_a_run_or_an_export_and_refuses_another_architecture(log_run):
-    from tfmmsearch.exporting.export import export
-
+def test_warm_start_reads_a_run_or_an_export_and_refuses_another_architecture(log_run,
+                                                                             log_export):
     config, run_dir, _ = log_run
     _, trained = load_trained_model(run_dir)
     probe = {"query": tf.constant(["red tshirt", "black shoes"])}
     expected = trained.embed_queries(probe).numpy()
-    for source in (run_dir, export(run_dir)):
+    for source in (run_dir, log_export):
         tf.keras.utils.set_random_seed(123)
         fresh = build_model(config)
         fresh.build_heads()
