@@ -21,8 +21,11 @@ $(STAMP): setup.py Makefile
 demo: $(STAMP)
 	$(BIN)/tfmmsearch demo
 
+# Test files run in parallel (pytest-xdist), each file in one worker so its fixtures are built once.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The Myntra quality and speed benchmarks (about 1 h on 2 cores; see benchmarks/README.md).
 bench: $(STAMP)
