@@ -207,3 +207,47 @@ def test_the_index_command_deletes_and_patches_then_query_filters(
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err, err
     assert sorted(p.name for p in base.iterdir()) == versions
+
+
+def _served_known(version, product_ids):
+    """Which ids `rank` knows, through the TF1 SavedModel loader: it restores variables with the
+    graph's own saver ops, as TF Serving's C++ loader does (tf.saved_model.load restores through
+    the object graph instead)."""
+    import tensorflow_text  # noqa: F401
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version))
+        signature = meta.signature_def["rank"]
+        known = session.run(signature.outputs["known"].name,
+                            {signature.inputs["query"].name: ["shirt"],
+                             signature.inputs["product_ids"].name: [product_ids]})
+    return known[0].tolist()
+
+
+def test_an_update_keeps_the_graph_and_writes_new_variables(shop_catalog, shop_export,
+                                                            monkeypatch, caplog):
+    from tfmmsearch.exporting import export as export_module
+
+    new = dataclasses.replace(shop_catalog[40], product_id="fresh-1")
+    version, report = update_index(shop_export, lambda filters: IndexUpdate(upsert=[new]))
+    assert report.size == 21
+    # The graph and signatures are version 1's, byte for byte; the variables are new.
+    assert (version / "saved_model.pb").read_bytes() == (shop_export / "saved_model.pb").read_bytes()
+    before = tf.saved_model.experimental.read_fingerprint(str(shop_export))
+    after = tf.saved_model.experimental.read_fingerprint(str(version))
+    assert after.saved_model_checksum == before.saved_model_checksum
+    assert after.checkpoint_hash != before.checkpoint_hash
+    kept = shop_catalog[0].product_id
+    assert _served_known(version, ["fresh-1", kept]) == [True, True]
+    assert _served_known(shop_export, ["fresh-1", kept]) == [False, True]
+
+    # Should the loaded object graph ever not match the previous version's checkpoint, the
+    # version is saved in full instead (and says so).
+    keys = export_module._checkpoint_keys
+    monkeypatch.setattr(export_module, "_checkpoint_keys",
+                        lambda path: {**keys(path), f"changed-{path.name}": tf.float32})
+    again = dataclasses.replace(shop_catalog[41], product_id="fresh-2")
+    with caplog.at_level("WARNING"):
+        version, _ = update_index(shop_export, lambda filters: IndexUpdate(upsert=[again]))
+    assert "saving it in full" in caplog.text
+    assert _served_known(version, ["fresh-2", "fresh-1"]) == [True, False]
