@@ -39,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,8 @@ CONVEX_GRID = [round(0.1 * i, 1) for i in range(11)]
 MODEL_NAME = "shop-search"
 SECTIONS = ("export", "quality", "latency", "updates")
 TOP = 100
+LONG_LIST = 200  # the longer fused list the quality section also tries
+RARE_WORD_TITLES = 20  # a query word in at most this many titles is rare
 
 
 # --------------------------------------------------------------------------- config and data
@@ -198,11 +201,14 @@ class Served:
             self._position_map, self._position_rows = self.rows.position_of(), self.rows
         return self._position_map
 
-    def served(self, texts, fusion: str, weight: float = 0.5, signature="serving_default"):
-        """Top-100 positions through a signature (`search`: fusion set in the variables)."""
+    def served(self, texts, fusion: str, weight: float = 0.5, signature="serving_default",
+               candidates: int = TOP):
+        """Top-100 positions through a signature (`search`: fusion and the head's short-list
+        length set in the variables)."""
         self.module.fusion_type.assign(fusion)
         self.module.convex_weight.assign(weight)
         self.module.rrf_k.assign(60.0)
+        self.module.rerank_candidates.assign(candidates)
         call = self.module.signatures[signature]
         out = []
         for _, batch in self._batches(texts):
@@ -265,7 +271,20 @@ def systems_of(served: Served, weight: float, bm25_titles_system) -> list:
         TopSystem("RRF k=60, no head", lambda t: s.fused(t, "rrf")),
         TopSystem(f"convex w={weight:.1f} + head", lambda t: s.served(t, "convex", weight)),
         TopSystem(f"convex w={weight:.1f}, no head", lambda t: s.fused(t, "convex", weight)),
+        # A longer fused list, so the lexical entries do not push dense ones out of the head's
+        # reach (the head still returns the top 100).
+        TopSystem(f"RRF k=60 + head, {LONG_LIST} candidates",
+                  lambda t: s.served(t, "rrf", candidates=LONG_LIST)),
+        TopSystem(f"convex w={weight:.1f} + head, {LONG_LIST} candidates",
+                  lambda t: s.served(t, "convex", weight, candidates=LONG_LIST)),
     ]
+
+
+def rare_word_queries(texts, titles, max_titles: int = RARE_WORD_TITLES) -> list[str]:
+    """The queries holding a word that at most `max_titles` catalog titles contain: where exact
+    word matching should help most (rare brands, model names)."""
+    titles_with = Counter(word for title in titles for word in set(title.lower().split()))
+    return [t for t in texts if any(0 < titles_with[w] <= max_titles for w in t.lower().split())]
 
 
 def section_quality(args) -> dict:
@@ -320,8 +339,9 @@ def section_quality(args) -> dict:
 
     systems = systems_of(served, best, bm25)
     with timer("judged_test"):
+        rare = rare_word_queries([q.query for q in judged], titles)
         judged_rows = evaluate_judged(systems, judged, ids, titles, paths,
-                                      subsets={"brand": subsets["brand"]})
+                                      subsets={"brand": subsets["brand"], "rare_word": rare})
 
     with timer("purchase_recall"):
         bought = [s for s in split.test if s.purchased]
@@ -361,6 +381,7 @@ def section_quality(args) -> dict:
                                     str(split.days["validation"][-1])]},
             "judged": [r.to_dict() for r in judged_rows],
             "judged_queries": len(judged), "brand_queries": len(subsets["brand"]),
+            "rare_word_queries": len(rare), "rare_word_titles": RARE_WORD_TITLES,
             "purchase_recall": recall, "purchase_queries": len(distinct),
             "purchases": sum(len(s.purchased) for s in bought),
             "protocol_full": protocol_full, "protocol_queries": len(queries),
@@ -583,19 +604,24 @@ def markdown(summary: dict) -> str:
                   f"Rows: protocol `full` on the {q['protocol_products']} test products "
                   f"({q['protocol_queries']} held-out-phrasing test queries); judged test-day "
                   f"queries over the whole {q['index_items']}-item index ({q['judged_queries']} "
-                  f"queries, {q['brand_queries']} naming a brand); recall@100 of the test days' "
+                  f"queries, {q['brand_queries']} naming a brand, "
+                  f"{q.get('rare_word_queries', 'not counted: an older run;')} holding a word that "
+                  f"at most {q.get('rare_word_titles', RARE_WORD_TITLES)} titles contain); "
+                  f"recall@100 of the test days' "
                   f"{q['purchases']} purchases ({q['purchase_queries']} distinct queries) over the "
                   f"whole index. `+ head`: the export's `search` (serving_default) with that "
                   f"fusion (lexical + head is convex weight 0: the BM25 top 100 re-scored by the "
                   f"head); `no head`: the candidate list's own order.", "",
                   "| system | protocol full NDCG@10 | protocol full R@100 | judged NDCG@10 | "
-                  "judged brand NDCG@10 | judged R@100 | purchase R@100 |",
-                  "|---|---|---|---|---|---|---|"]
+                  "judged brand NDCG@10 | judged rare-word NDCG@10 | judged R@100 | "
+                  "purchase R@100 |",
+                  "|---|---|---|---|---|---|---|---|"]
         by_name = {r["system"]: r for r in q["judged"]}
         for name, full in q["protocol_full"].items():
             j = by_name[name]
             lines.append(f"| {name} | {_f(full['ndcg@10'])} | {_f(full['recall@100'])} | "
                          f"{_f(j['judged']['ndcg@10'])} | {_f(j['judged:brand']['ndcg@10'])} | "
+                         f"{_f(j.get('judged:rare_word', {}).get('ndcg@10'))} | "
                          f"{_f(j['judged']['recall@100'])} | "
                          f"{_f(q['purchase_recall'][name])} |")
         lines += ["", "Convex weight grid (validation judged NDCG@10):", "",

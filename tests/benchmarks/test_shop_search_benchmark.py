@@ -94,13 +94,15 @@ def test_quality_has_every_system_on_every_row(shop_run):
     summary, _, num_judged = shop_run
     quality = summary["quality"]
     names = list(quality["protocol_full"])
-    assert len(names) == 9 and names[0].startswith("BM25")
+    assert len(names) == 11 and names[0].startswith("BM25")
+    assert sum(f"{bench.LONG_LIST} candidates" in name for name in names) == 2
     assert [row["system"] for row in quality["judged"]] == names
     assert set(quality["purchase_recall"]) == set(names)
     for row in quality["judged"]:
         assert row["judged"]["num_queries"] == num_judged
         assert 0.0 <= row["judged"]["ndcg@10"] <= 1.0
         assert row["judged:brand"]["num_queries"] == 1
+        assert row["judged:rare_word"]["num_queries"] == quality["rare_word_queries"]
     assert quality["convex_weight"] in bench.CONVEX_GRID
     assert set(quality["convex_grid"]["+ head"]) == {str(w) for w in bench.CONVEX_GRID}
 
@@ -150,3 +152,10 @@ def test_tiled_rows_copy_fields_and_perturb_vectors():
     np.testing.assert_array_equal(tiled.fields["embedding"][:2], 1.0)
     assert not np.array_equal(tiled.fields["embedding"][2:], np.ones((3, 4)))
     np.testing.assert_array_equal(tiled.fields["mask"], 1.0)
+
+
+def test_rare_word_queries_hold_a_word_few_titles_contain():
+    titles = ["red shirt"] * 3 + ["blue shirt", "Zephyr dress"]
+    queries = ["red shirt", "zephyr dress", "blue", "green shirt"]
+    assert bench.rare_word_queries(queries, titles, max_titles=1) == ["zephyr dress", "blue"]
+    assert bench.rare_word_queries(queries, titles, max_titles=3) == queries[:3]

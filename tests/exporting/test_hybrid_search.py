@@ -76,6 +76,29 @@ def test_each_fusion_hands_the_head_its_own_candidates(module):
         module.convex_weight.assign(0.5)
 
 
+def test_the_short_list_length_is_a_variable_of_the_export(module):
+    """A loaded export re-scores `rerank_candidates` items (never fewer than top_k): all of
+    them gives the head's own top K over the whole index."""
+    queries = tf.constant(QUERIES)
+    ids = read_index(module).product_ids
+    head = module.signatures["rank"](query=queries, product_ids=tf.constant(
+        [list(ids)] * len(QUERIES)))["scores"].numpy()
+    search = module.signatures["serving_default"]
+    try:
+        module.fusion_type.assign("dense")
+        default = _sets(search(query=queries)["product_ids"])
+        module.rerank_candidates.assign(len(ids))
+        everything = _sets(search(query=queries)["product_ids"])
+        for row in range(len(QUERIES)):
+            assert everything[row] == {ids[i].encode() for i in np.argsort(-head[row])[:CANDIDATES]}
+        assert everything != default  # the default list of 10 hides some of them
+        module.rerank_candidates.assign(3)  # below top_k: top_k candidates
+        assert _sets(search(query=queries)["product_ids"]) == default
+    finally:
+        module.fusion_type.assign("rrf")
+        module.rerank_candidates.assign(CANDIDATES)
+
+
 def _matches(values: np.ndarray, columns: list[str]):
     """Python predicates for the filters below, over the index's stored filter values."""
     column = {name: i for i, name in enumerate(columns)}

@@ -307,16 +307,14 @@ def _catalog(catalog_dir, on_bad_row: str) -> Catalog:
 # --------------------------------------------------------------------------- export / reindex
 
 
-def _filter_values(products: list[Product], filters: dict[str, str], columns: list[str],
-                   source) -> np.ndarray:
-    """The products' export.filters columns ([N, F] strings); a column the catalog lacks is
-    an error naming it (a filter on it could never match)."""
+def _check_filter_columns(filters: dict[str, str], columns: list[str], source) -> None:
+    """A column of export.filters that the catalog lacks is an error naming it (a filter on
+    it could never match)."""
     missing = [column for column in filters if column not in columns]
     if missing:
         raise ExportConfigError(
             f"export.filters names {', '.join(map(repr, missing))}, but {source} has no such "
             f"column (its columns: {', '.join(columns)})")
-    return attribute_matrix(products, tuple(filters))
 
 
 def export(run_dir: str | Path, catalog_dir: str | Path | None = None, base_dir: str | Path | None = None,
@@ -357,7 +355,8 @@ def search_module(config, model, products: list[Product], columns: list[str], so
     module = SearchModule(model, top_k=top_k or config.export.top_k,
                           hybrid=config.export.hybrid, filters=filters)
     arrays = model_index_arrays(model, config, products)
-    arrays[FILTER_VALUES_FIELD] = _filter_values(products, filters, columns, source)
+    _check_filter_columns(filters, columns, source)
+    arrays[FILTER_VALUES_FIELD] = attribute_matrix(products, tuple(filters))
     arrays[CONTENT_HASH_FIELD] = product_hashes(products, tuple(model.item_feature_columns))
     size = write_index(module, IndexRows(np.array([p.product_id for p in products], object),
                                          arrays))
@@ -401,7 +400,7 @@ def read_update_catalog(catalog_dir: str | Path, on_bad_row: str, filters: dict[
                         ) -> list[Product]:
     """A catalog for an update, checked to hold the export's filterable columns."""
     catalog = _catalog(catalog_dir, on_bad_row)
-    _filter_values(catalog.products, filters, catalog.columns, catalog.source)
+    _check_filter_columns(filters, catalog.columns, catalog.source)
     return catalog.products
 
 

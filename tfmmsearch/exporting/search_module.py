@@ -207,9 +207,11 @@ class SearchModule(tf.Module):
             setattr(self, name, part)
         self.image_size = model.image_size
         self.top_k = top_k
-        self.rerank_candidates = max(top_k, hybrid.candidates)
         # How `search` gathers candidates (config export.hybrid), in variables so that a
-        # loaded export can be switched (benchmarks compare fusions on one export).
+        # loaded export can be switched (benchmarks compare fusions and list lengths on one
+        # export). The head re-scores `rerank_candidates` (>= top_k) items.
+        self.rerank_candidates = tf.Variable(max(top_k, hybrid.candidates), dtype=tf.int32,
+                                             trainable=False, name="rerank_candidates")
         self.fusion_type = tf.Variable(hybrid.fusion_type, trainable=False, name="fusion_type")
         self.rrf_k = tf.Variable(hybrid.rrf_k, dtype=tf.float32, trainable=False, name="rrf_k")
         self.convex_weight = tf.Variable(hybrid.convex_weight, dtype=tf.float32,
@@ -302,11 +304,10 @@ class SearchModule(tf.Module):
     def _candidates(self, query, dense):
         """The head's short list [B, C] from dense similarities [B, N] (-inf: filtered out),
         fused with in-graph BM25 as `fusion_type` says (config export.hybrid)."""
-        count = self.rerank_candidates
+        count = tf.maximum(self.rerank_candidates, self.top_k)
 
-        def lexical():
-            scores = self.index.lexical.scores(word_ids(query, MAX_QUERY_WORDS))
-            return tf.where(tf.math.is_inf(dense), 0.0, scores)
+        def lexical():  # both fusions leave out the items dense marks -inf
+            return self.index.lexical.scores(word_ids(query, MAX_QUERY_WORDS))
 
         def dense_only():
             return self._top(dense, count)[1]

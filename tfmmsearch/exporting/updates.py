@@ -185,8 +185,7 @@ def _embedded_rows(module, current: IndexRows, products: list[Product], embed: E
     order = np.empty(len(products), dtype=np.int64)
     order[np.flatnonzero(reuse)] = np.arange(int(reuse.sum()))
     order[np.flatnonzero(~reuse)] = int(reuse.sum()) + np.arange(len(fresh))
-    rows = IndexRows.concat([kept, embedded]) if len(products) else current.take([])
-    rows = rows.take(order) if len(products) else rows
+    rows = IndexRows.concat([kept, embedded]).take(order)
     if CONTENT_HASH_FIELD in current.fields:
         rows.fields[CONTENT_HASH_FIELD] = hashes
     filters = export_filters(module)
@@ -271,7 +270,7 @@ def plan_update(module, current: IndexRows, update: IndexUpdate, embed: Embed
     parts.append(current.take(kept))
     parts.append(new_rows.take([new_where[p.product_id] for p in update.upsert
                                 if p.product_id not in where]))
-    rows = IndexRows.concat(parts) if any(len(part) for part in parts) else current.take([])
+    rows = IndexRows.concat(parts)
     rows = _patched(module, rows, update.patch, report)
     report.size = len(rows)
     return rows, report
