@@ -75,11 +75,16 @@ def project_root(run_dir: Path) -> Path:
     return Path.cwd()
 
 
-def run_config(run_dir: Path, root: Path | None = None):
-    """The run's config with its relative data paths made absolute against `root`."""
+def run_config(run_dir: Path, root: Path | None = None, log_from: Path | None = None):
+    """The run's config with its relative data paths made absolute against `root`; with
+    `log_from`, that run's search log and its time split (for a model not trained on the log,
+    evaluated on the judged test days of one that was)."""
     from tfmmsearch.model.build import load_run_config
 
     config = load_run_config(run_dir)
+    if log_from:
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, search_log=load_run_config(log_from).data.search_log))
     root = root or project_root(run_dir.resolve())
 
     def absolute(value: str) -> str:
@@ -152,7 +157,7 @@ def section_export(args) -> dict:
                                              search_module, write_version)
     from tfmmsearch.model.build import load_trained_model
 
-    config = run_config(Path(args.run))
+    config = run_config(Path(args.run), log_from=args.log_from)
     base = Path(args.out) / "export" / MODEL_NAME
     started = time.perf_counter()
     config, model = load_trained_model(args.run, config=config)
@@ -299,7 +304,7 @@ def section_quality(args) -> dict:
     from search_log import purchase_recall  # noqa: E402
 
     timer = Timer()
-    config = run_config(Path(args.run))
+    config = run_config(Path(args.run), log_from=args.log_from)
     base = Path(args.out) / "export" / MODEL_NAME
     with timer("load"):
         served = Served(load_export(latest_version(base)))
@@ -507,7 +512,7 @@ def section_updates(args) -> dict:
     from tfmmsearch.exporting.index_rows import export_attribute_columns, read_index, write_index
     from tfmmsearch.exporting.updates import IndexUpdate, plan_update
 
-    config = run_config(Path(args.run))
+    config = run_config(Path(args.run), log_from=args.log_from)
     base = Path(args.out) / "export" / MODEL_NAME
     catalog = read_products(config)
     module = load_export(latest_version(base))
@@ -692,6 +697,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="exports and section results go here")
     parser.add_argument("--results", default="benchmarks/results",
                         help="also write shop_search.{json,md} here ('' for OUT only)")
+    parser.add_argument("--log-from", type=Path,
+                        help="take the search log and its day split from this run's config "
+                             "(for a RUN trained without the log)")
     parser.add_argument("--judged", help="judged test-day queries (default RUN/../judged.jsonl)")
     parser.add_argument("--subsets", help="default: JUDGED less .jsonl + .subsets.json")
     parser.add_argument("--sections", default=",".join(SECTIONS))
