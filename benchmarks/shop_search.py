@@ -101,6 +101,11 @@ def run_config(run_dir: Path, root: Path | None = None, log_from: Path | None = 
     return dataclasses.replace(config, data=data, towers=towers, export=export)
 
 
+def args_config(args):
+    """The config every section works from: RUN's, with --log-from's search log if given."""
+    return run_config(Path(args.run), log_from=args.log_from)
+
+
 def read_products(config):
     from tfmmsearch.data.catalog import read_catalog
     from tfmmsearch.data.prepare import resolve_catalog_dir
@@ -157,7 +162,7 @@ def section_export(args) -> dict:
                                              search_module, write_version)
     from tfmmsearch.model.build import load_trained_model
 
-    config = run_config(Path(args.run), log_from=args.log_from)
+    config = args_config(args)
     base = Path(args.out) / "export" / MODEL_NAME
     started = time.perf_counter()
     config, model = load_trained_model(args.run, config=config)
@@ -304,7 +309,7 @@ def section_quality(args) -> dict:
     from search_log import purchase_recall  # noqa: E402
 
     timer = Timer()
-    config = run_config(Path(args.run), log_from=args.log_from)
+    config = args_config(args)
     base = Path(args.out) / "export" / MODEL_NAME
     with timer("load"):
         served = Served(load_export(latest_version(base)))
@@ -512,7 +517,7 @@ def section_updates(args) -> dict:
     from tfmmsearch.exporting.index_rows import export_attribute_columns, read_index, write_index
     from tfmmsearch.exporting.updates import IndexUpdate, plan_update
 
-    config = run_config(Path(args.run), log_from=args.log_from)
+    config = args_config(args)
     base = Path(args.out) / "export" / MODEL_NAME
     catalog = read_products(config)
     module = load_export(latest_version(base))
