@@ -77,23 +77,32 @@ def test_each_fusion_hands_the_head_its_own_candidates(module):
 
 
 def test_the_short_list_length_is_a_variable_of_the_export(module):
-    """A loaded export re-scores `rerank_candidates` items (never fewer than top_k): all of
-    them gives the head's own top K over the whole index."""
+    """A loaded export re-scores the dense top `rerank_candidates` items (never fewer than
+    top_k) with the head: all of them gives the head's own top K over the whole index."""
     queries = tf.constant(QUERIES)
     ids = read_index(module).product_ids
     head = module.signatures["rank"](query=queries, product_ids=tf.constant(
         [list(ids)] * len(QUERIES)))["scores"].numpy()
+    dense = module.embed_query(query=queries)["embedding"].numpy() @ \
+        module.index.embeddings.numpy().T
     search = module.signatures["serving_default"]
+
+    def expected(short_list: int) -> list[set]:
+        """The head's top K among the dense top `short_list` (at least K) items, per query."""
+        found = []
+        for row in range(len(QUERIES)):
+            listed = np.argsort(-dense[row])[:max(short_list, CANDIDATES)]
+            best = listed[np.argsort(-head[row][listed])][:CANDIDATES]
+            found.append({ids[i].encode() for i in best})
+        return found
+
     try:
         module.fusion_type.assign("dense")
-        default = _sets(search(query=queries)["product_ids"])
-        module.rerank_candidates.assign(len(ids))
-        everything = _sets(search(query=queries)["product_ids"])
-        for row in range(len(QUERIES)):
-            assert everything[row] == {ids[i].encode() for i in np.argsort(-head[row])[:CANDIDATES]}
-        assert everything != default  # the default list of 10 hides some of them
-        module.rerank_candidates.assign(3)  # below top_k: top_k candidates
-        assert _sets(search(query=queries)["product_ids"]) == default
+        for short_list in (3, CANDIDATES, 2 * CANDIDATES + 5, len(ids)):
+            module.rerank_candidates.assign(short_list)
+            assert _sets(search(query=queries)["product_ids"]) == expected(short_list), short_list
+        assert expected(len(ids)) == [set(ids[i].encode() for i in np.argsort(-row)[:CANDIDATES])
+                                      for row in head]
     finally:
         module.fusion_type.assign("rrf")
         module.rerank_candidates.assign(CANDIDATES)
