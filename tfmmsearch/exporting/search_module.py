@@ -33,7 +33,7 @@ from tfmmsearch.config import FUSIONS, HybridConfig
 from tfmmsearch.exporting.filters import CATEGORICAL, NUMERIC, categorical_keys, filter_mask, numeric_values
 from tfmmsearch.exporting.fusion import convex_fusion, reciprocal_rank_fusion
 from tfmmsearch.exporting.lexical_index import LexicalIndex
-from tfmmsearch.exporting.variable_reads import gather_rows
+from tfmmsearch.exporting.variable_reads import gather_rows, resizable_variable
 from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 
@@ -44,10 +44,7 @@ class ItemIndex(tf.Module):
                  filter_kinds: tuple[str, ...] = (), name: str = "index"):
         super().__init__(name=name)
 
-        def variable(shape, dtype, label):
-            return tf.Variable(tf.zeros([0] + shape, dtype), shape=tf.TensorShape([None] + shape),
-                               trainable=False, name=label)
-
+        variable = resizable_variable
         width = index_field_widths(dim)
         self.product_ids = variable([], tf.string, "product_ids")
         self.embeddings = variable([width["embedding"]], tf.float32, "embeddings")

@@ -1,0 +1,211 @@
+"""An approximate dense index (inverted file, IVF) in core TF ops, so stock TF Serving loads it.
+
+Exact scoring reads every item vector for every query: memory-bound, about 73 ms per query at
+1M items on 2 cores, and 10M float32 vectors do not fit beside the rest of an export. ScaNN is
+faster but its custom ops do not load in stock TF Serving. An IVF index needs only matmul,
+top_k, gather and ragged ranges:
+
+- partition centroids [L, D] are learned by spherical k-means (numpy, at index time,
+  `train_centroids`); every item belongs to the list of its nearest centroid;
+- items are stored list-contiguous as bfloat16 codes (half the bytes of float32; on these CPUs
+  a bf16 batch matmul over gathered rows was faster than int8 codes cast to float32), with
+  `offsets` [L + 1] where each list starts and `members` the item position of each stored row;
+- a query scores the centroids, probes the best `nprobe` lists, scores their members from the
+  codes, keeps a short list and re-scores it exactly in float32 from the caller's item vectors.
+
+Centroids stay fixed between rebuilds: `place` puts a changed catalog (upserts, deletes) in the
+lists of its nearest centroids, and `drift` says when the lists have moved far enough from what
+k-means built for a rebuild to pay (lists grown uneven, items far from their centroids).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfmmsearch.exporting.variable_reads import gather_rows, resizable_variable
+
+_EXCLUDED = float("-inf")
+PLACE_CHUNK = 16384  # rows per nearest-centroid matmul: [chunk, L] floats, not [N, L]
+# A rebuild pays once the lists are this much more uneven than k-means left them, or items sit
+# this much further (mean cosine) from their centroids.
+REBUILD_IMBALANCE_GROWTH = 2.0
+REBUILD_COHESION_DROP = 0.05
+
+
+def default_list_count(n: int) -> int:
+    """About sqrt(N) lists: probing a few lists then reads about nprobe * sqrt(N) items."""
+    return max(1, min(n, int(round(math.sqrt(max(n, 1))))))
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def _nearest(vectors: np.ndarray, centroids: np.ndarray, chunk: int = PLACE_CHUNK
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Index and cosine of each row's nearest centroid, in chunks of rows."""
+    best = np.empty(len(vectors), np.int64)
+    similarity = np.empty(len(vectors), np.float32)
+    for first in range(0, len(vectors), chunk):
+        scores = vectors[first:first + chunk] @ centroids.T
+        best[first:first + chunk] = scores.argmax(axis=1)
+        similarity[first:first + chunk] = scores.max(axis=1)
+    return best, similarity
+
+
+def train_centroids(vectors: np.ndarray, lists: int, iterations: int = 10, seed: int = 0,
+                    sample_per_list: int = 64) -> np.ndarray:
+    """Spherical k-means centroids [L, D] (unit norm, float32) of `vectors` [N, D].
+
+    Trained on a sample of `sample_per_list` points per list (the centroids barely move past
+    that). A list left empty is re-seeded with the point furthest from its own centroid, so no
+    list is wasted.
+    """
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise ValueError(f"train_centroids needs a non-empty [N, D] matrix, got shape {vectors.shape}")
+    rng = np.random.default_rng(seed)
+    lists = max(1, min(int(lists), len(vectors)))
+    sample = vectors
+    if len(vectors) > lists * sample_per_list:
+        sample = vectors[np.sort(rng.choice(len(vectors), lists * sample_per_list, replace=False))]
+    sample = _normalised(sample)
+    centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
+    for _ in range(iterations):
+        assigned, similarity = _nearest(sample, centroids)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assigned, sample)
+        counts = np.bincount(assigned, minlength=lists)
+        for empty in np.flatnonzero(counts == 0):
+            furthest = int(similarity.argmin())
+            sums[empty] = sample[furthest]
+            similarity[furthest] = np.inf  # not chosen twice
+        centroids = _normalised(sums).astype(np.float32)
+    return centroids
+
+
+class IVFIndex(tf.Module):
+    """Partition centroids and bfloat16 codes of items stored list by list, in variables."""
+
+    def __init__(self, dim: int, name: str = "ivf"):
+        super().__init__(name=name)
+        self.centroids = resizable_variable([dim], tf.float32, "centroids")
+        self.offsets = resizable_variable([], tf.int32, "offsets")  # [L + 1]
+        self.members = resizable_variable([], tf.int32, "members")  # item position of each code
+        self.codes = resizable_variable([dim], tf.bfloat16, "codes")
+        self.lists = resizable_variable([], tf.int32, "lists")  # each item's list, item order
+        # What k-means left (set by `build`) and what `place` made of it since: `drift` compares.
+        self.built_imbalance = tf.Variable(1.0, trainable=False, name="built_imbalance")
+        self.built_cohesion = tf.Variable(1.0, trainable=False, name="built_cohesion")
+        self.cohesion = tf.Variable(1.0, trainable=False, name="cohesion")
+        spec = tf.TensorSpec([None, dim], tf.float32)
+        self.build = tf.function(self._build, input_signature=[spec, spec])
+        self.place = tf.function(self._place, input_signature=[spec])
+        self.drift = tf.function(self._drift, input_signature=[])
+
+    def _build(self, vectors, centroids):
+        """New centroids (from `train_centroids`), then `place` of `vectors` [N, D]."""
+        self.centroids.assign(centroids)
+        count = self._place(vectors)
+        self.built_imbalance.assign(self._imbalance())
+        self.built_cohesion.assign(self.cohesion)
+        return count
+
+    def _place(self, vectors):
+        """Puts every row of `vectors` [N, D] (the whole index, item order) in the list of its
+        nearest centroid and stores its code there; the centroids stay."""
+        centroids = tf.convert_to_tensor(self.centroids)
+        size = tf.shape(vectors)[0]
+        starts = tf.range(0, size, PLACE_CHUNK)
+        nearest = tf.TensorArray(tf.int32, size=tf.size(starts), infer_shape=False,
+                                 element_shape=tf.TensorShape([None]))
+        similarity = tf.TensorArray(tf.float32, size=tf.size(starts), infer_shape=False,
+                                    element_shape=tf.TensorShape([None]))
+        for chunk in tf.range(tf.size(starts)):
+            scores = tf.matmul(vectors[starts[chunk]:starts[chunk] + PLACE_CHUNK], centroids,
+                               transpose_b=True)
+            nearest = nearest.write(chunk, tf.argmax(scores, axis=1, output_type=tf.int32))
+            similarity = similarity.write(chunk, tf.reduce_max(scores, axis=1))
+        lists = nearest.concat()
+        order = tf.argsort(lists, stable=True)
+        sizes = tf.math.bincount(lists, minlength=tf.shape(centroids)[0], dtype=tf.int32)
+        self.lists.assign(lists)
+        self.members.assign(order)
+        self.codes.assign(tf.cast(tf.gather(vectors, order), tf.bfloat16))
+        self.offsets.assign(tf.concat([[0], tf.cumsum(sizes)], axis=0))
+        self.cohesion.assign(tf.cond(size > 0, lambda: tf.reduce_mean(similarity.concat()),
+                                     lambda: tf.constant(1.0)))
+        return size
+
+    def _imbalance(self):
+        """Largest list over the mean list (1 = perfectly even); 1 for an empty index."""
+        sizes = tf.cast(self.offsets[1:] - self.offsets[:-1], tf.float32)
+        mean = tf.reduce_mean(sizes)
+        return tf.where(mean > 0, tf.reduce_max(sizes) / tf.maximum(mean, 1e-9), 1.0)
+
+    def _drift(self):
+        """How far the lists are from what `build` left, and whether a rebuild would pay."""
+        imbalance = self._imbalance()
+        rebuild = tf.logical_or(imbalance > REBUILD_IMBALANCE_GROWTH * self.built_imbalance,
+                                self.cohesion < self.built_cohesion - REBUILD_COHESION_DROP)
+        return {"lists": tf.size(self.offsets) - 1, "items": tf.size(self.members),
+                "imbalance": imbalance, "built_imbalance": tf.identity(self.built_imbalance),
+                "cohesion": tf.identity(self.cohesion),
+                "built_cohesion": tf.identity(self.built_cohesion), "rebuild": rebuild}
+
+    def _probed(self, queries, nprobe):
+        """Stored-row slots of the lists each query probes: [B, M] int32, -1 past its own."""
+        lists = tf.size(self.offsets) - 1
+        nprobe = tf.minimum(tf.maximum(tf.cast(nprobe, tf.int32), 1), tf.maximum(lists, 0))
+        probe = tf.math.top_k(tf.matmul(queries, self.centroids, transpose_b=True),
+                              k=nprobe).indices
+        offsets = tf.convert_to_tensor(self.offsets)
+        starts, ends = tf.gather(offsets, probe), tf.gather(offsets, probe + 1)
+        slots = tf.ragged.range(tf.reshape(starts, [-1]), tf.reshape(ends, [-1])).values
+        per_query = tf.reduce_sum(ends - starts, axis=1)
+        return tf.RaggedTensor.from_row_lengths(slots, per_query).to_tensor(default_value=-1)
+
+    def search(self, queries, vectors, k, nprobe, allowed=None, rescore=None):
+        """The best `k` items of the `nprobe` lists nearest each query: exact float32 scores
+        [B, k] and item positions [B, k], best first; score -inf and position -1 pad a query
+        whose probed lists hold fewer than k (allowed) items.
+
+        `vectors` [N, D]: the items' float32 vectors (item order) for the re-score. `allowed`
+        [B, N] bool: only these items may be returned (a filter). `rescore`: how many of the
+        bf16 scan's best are re-scored exactly (default 2k). Call inside a tf.function.
+        """
+        queries = tf.convert_to_tensor(queries, tf.float32)
+        k = tf.cast(k, tf.int32)
+        slots = self._probed(queries, nprobe)
+        listed = slots >= 0
+        slots = tf.maximum(slots, 0)
+        codes = gather_rows(self.codes, slots)  # [B, M, D]
+        approximate = tf.cast(tf.einsum("bmd,bd->bm", codes, tf.cast(queries, tf.bfloat16)),
+                              tf.float32)
+        positions = gather_rows(self.members, slots)
+        if allowed is not None:
+            listed = tf.logical_and(listed, tf.gather(allowed, positions, batch_dims=1))
+        approximate = tf.where(listed, approximate, _EXCLUDED)
+        short = tf.math.top_k(approximate, k=tf.minimum(
+            tf.cast(2 * k if rescore is None else rescore, tf.int32), tf.shape(slots)[1]))
+        short_positions = tf.gather(positions, short.indices, batch_dims=1)
+        exact = tf.squeeze(tf.matmul(gather_rows(vectors, short_positions),
+                                     queries[:, :, None]), axis=2)
+        exact = tf.where(short.values > _EXCLUDED, exact, _EXCLUDED)
+        best = tf.math.top_k(exact, k=tf.minimum(k, tf.shape(exact)[1]))
+        found = tf.gather(short_positions, best.indices, batch_dims=1)
+        found = tf.where(best.values > _EXCLUDED, found, -1)
+        missing = tf.maximum(k - tf.shape(found)[1], 0)
+        return (tf.pad(best.values, [[0, 0], [0, missing]], constant_values=_EXCLUDED),
+                tf.pad(found, [[0, 0], [0, missing]], constant_values=-1))
+
+    def nbytes(self) -> dict[str, int]:
+        """Bytes each variable of the structure holds (for memory reports)."""
+        return {variable.name.split("/")[-1].split(":")[0]:
+                int(np.prod(variable.shape)) * variable.dtype.size
+                for variable in (self.centroids, self.offsets, self.members, self.codes,
+                                 self.lists)}
