@@ -99,7 +99,7 @@ def _cmd_index(args) -> int:
                   if args.upsert else [])
         return IndexUpdate(upsert=upsert, delete=delete, patch=patch)
 
-    version_dir, report = update_index(args.model, update_of)
+    version_dir, report = update_index(args.model, update_of, rebuild_lists=args.rebuild_lists)
     print(f"indexed into {version_dir}: {report.summary()}")
     return 0
 
@@ -319,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSONL or CSV rows {product_id, COLUMN: value} changing filterable "
                             "columns (export.filters) without re-embedding")
     index.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
+    index.add_argument("--rebuild-lists", action="store_true",
+                       help="an IVF index (export.index.type: ivf) learns new k-means centroids "
+                            "from the updated catalog; without it new products join their "
+                            "nearest lists and the log says when the lists have drifted")
     index.set_defaults(handler=_cmd_index)
 
     query = commands.add_parser(

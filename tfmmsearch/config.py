@@ -516,6 +516,34 @@ class HybridConfig:
         _check_range("export.hybrid.convex_weight", self.convex_weight, 0.0, 1.0)
 
 
+INDEX_TYPES = ("exact", "ivf")
+
+
+@dataclass
+class IndexConfig:
+    """How the export's dense index scores the catalog (exporting/ivf_index.py).
+
+    exact - every item, float32 (best below about 100k items);
+    ivf - an inverted file: k-means `lists` (0: about sqrt(N), chosen at index time), a query
+          probes its `nprobe` nearest lists (a variable of the export; the `retrieve_embedding`
+          signature takes it per request) and re-scores the best exactly in float32.
+    Centroids are learned when a catalog is indexed whole and kept through upserts; the index
+    log says when the lists have drifted enough to rebuild them (`tfmmsearch index
+    --rebuild-lists`).
+    """
+
+    type: str = "exact"
+    lists: int = 0
+    nprobe: int = 16
+    kmeans_iterations: int = 10
+
+    def __post_init__(self) -> None:
+        _check_choice("export.index.type", self.type, INDEX_TYPES)
+        _check_range("export.index.lists", self.lists, 0)
+        _check_range("export.index.nprobe", self.nprobe, 1)
+        _check_range("export.index.kmeans_iterations", self.kmeans_iterations, 1)
+
+
 @dataclass
 class ExportConfig:
     model_name: str = DEFAULT_MODEL_NAME
@@ -526,6 +554,7 @@ class ExportConfig:
     # through re-indexing and updates (exporting/filters.py has the syntax).
     filters: dict[str, str] = field(default_factory=dict)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
         _check_range("export.top_k", self.top_k, 1)

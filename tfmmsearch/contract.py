@@ -166,6 +166,9 @@ SIGNATURE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
     # filter [B]: one filter per query in the syntax of exporting/filters.py ("" = none).
     "search_filtered": {"query": ("string", (None,)), "filter": ("string", (None,))},
     "retrieve": {"query": ("string", (None,))},
+    # The index alone, by query vectors [B, D] (embed_query's, or embed_item's for search by
+    # photo); nprobe [B]: lists an IVF index probes (<= 0: the export's default).
+    "retrieve_embedding": {"embedding": ("float32", (None, None)), "nprobe": ("int32", (None,))},
     "rank": {"query": ("string", (None,)), "product_ids": ("string", (None, None))},
     "embed_query": {"query": ("string", (None,))},
     # attributes [B, C]: item i's value of the export's j-th item-feature column (see
@@ -184,6 +187,7 @@ SIGNATURE_OUTPUTS: dict[str, dict[str, str]] = {
     "search_filtered": {"product_ids": "string", "scores": "float32",
                         "modality_weights": "float32", "num_results": "int32"},
     "retrieve": {"product_ids": "string", "scores": "float32"},
+    "retrieve_embedding": {"product_ids": "string", "scores": "float32"},
     "rank": {"scores": "float32", "known": "bool"},
     "embed_query": {"embedding": "float32"},
     "embed_item": {"embedding": "float32", "modality_weights": "float32"},
@@ -192,7 +196,7 @@ SIGNATURE_OUTPUTS: dict[str, dict[str, str]] = {
 # String inputs that hold raw bytes: sent as {"b64": ...} over REST, as TF Serving requires.
 BINARY_INPUTS = frozenset({"image"})
 
-SEARCH_SIGNATURES = ("serving_default", "search_filtered", "retrieve")  # the ones that return ranked product ids
+SEARCH_SIGNATURES = ("serving_default", "search_filtered", "retrieve", "retrieve_embedding")  # the ones that return ranked product ids
 
 
 def input_signature(signature: str) -> list:

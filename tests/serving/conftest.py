@@ -102,6 +102,18 @@ class StandInSearchModule(tf.Module):
         scores, indices = self._top_k(query)
         return {"product_ids": tf.gather(self.product_ids, indices), "scores": scores}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="embedding"),
+                                  tf.TensorSpec([None], tf.int32, name="nprobe")])
+    def retrieve_embedding(self, embedding, nprobe):
+        # nprobe > 0 keeps only the first nprobe products in play (so a test sees it arrive).
+        scores = tf.matmul(embedding, self.item_vectors, transpose_b=True) * self.score_scale
+        limit = tf.reduce_max(nprobe)
+        in_play = tf.logical_or(limit <= 0, tf.range(len(STAND_IN_PRODUCT_IDS)) < limit)
+        top = tf.math.top_k(tf.where(in_play[None, :], scores, float("-inf")), k=STAND_IN_TOP_K)
+        real = tf.math.is_finite(top.values)
+        return {"product_ids": tf.where(real, tf.gather(self.product_ids, top.indices), ""),
+                "scores": top.values}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query"),
                                   tf.TensorSpec([None, None], tf.string, name="product_ids")])
     def rank(self, query, product_ids):
@@ -143,6 +155,7 @@ def save_stand_in_model(directory: Path, score_scale: float = 1.0) -> Path:
         "search": search,
         "search_filtered": module.search_filtered.get_concrete_function(),
         "retrieve": module.retrieve.get_concrete_function(),
+        "retrieve_embedding": module.retrieve_embedding.get_concrete_function(),
         "rank": module.rank.get_concrete_function(),
         "embed_query": module.embed_query.get_concrete_function(),
         "embed_item": module.embed_item.get_concrete_function(),
@@ -224,6 +237,12 @@ class ClientChecks:
         self.assert_same(client.rank(QUERIES, CANDIDATES), self.local.rank(QUERIES, CANDIDATES))
         self.assert_same(client.embed_query(QUERIES), self.local.embed_query(QUERIES))
         self.assert_same(client.embed_item(TITLES, IMAGES), self.local.embed_item(TITLES, IMAGES))
+        vectors = self.local.embed_query(QUERIES)["embedding"]
+        self.assert_same(client.retrieve_embedding(vectors), self.local.retrieve_embedding(vectors))
+        # nprobe arrives per row as int32 (the stand-in keeps the first nprobe products in play).
+        narrowed = client.retrieve_embedding(vectors, nprobe=[0, 2, 1])
+        self.assert_same(narrowed, self.local.retrieve_embedding(vectors, nprobe=2))
+        assert set(narrowed["product_ids"][0]) - {""} <= {"p0", "p1"}
 
     @staticmethod
     def image_bytes_arrive_intact(client: SearchClient) -> None:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tests.serving.conftest import IMAGES, MODEL_NAME, QUERIES, STAND_IN_PRODUCT_IDS, TITLES
+from tests.serving.conftest import IMAGES, MODEL_NAME, QUERIES, STAND_IN_DIM, STAND_IN_PRODUCT_IDS, TITLES
 from tfmmsearch.contract import SIGNATURE_INPUTS
 from tfmmsearch.serving.client import ServingError
 from tfmmsearch.serving.grpc_client import make_predict_request
@@ -33,7 +33,8 @@ def version_dir(stand_in_base_path, tmp_path):
 
 
 def test_warmup_round_trip_keeps_every_request_and_input(version_dir):
-    requests = search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(1, 3))
+    requests = search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(1, 3),
+                                      embedding_dim=STAND_IN_DIM)
     path = write_warmup_file(version_dir, requests)
     assert path == version_dir / "assets.extra" / "tf_serving_warmup_requests"
 
@@ -49,15 +50,16 @@ def test_warmup_round_trip_keeps_every_request_and_input(version_dir):
             assert sent.shape == expected.shape
             assert sent.tolist() == expected.tolist()  # image bytes included, byte for byte
     signatures = {log.predict_log.request.model_spec.signature_name for log in logs}
-    assert signatures == {"serving_default", "search_filtered", "retrieve", "rank", "embed_query",
-                          "embed_item"}
+    assert signatures == {"serving_default", "search_filtered", "retrieve", "retrieve_embedding",
+                          "rank", "embed_query", "embed_item"}
 
 
 def test_every_contract_signature_is_warmed_up_at_every_batch_size(version_dir):
     """A signature added to the contract gets warmup records without anyone listing it."""
     batch_sizes = (1, 3)
     write_warmup_file(version_dir, search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES,
-                                                          batch_sizes=batch_sizes))
+                                                          batch_sizes=batch_sizes,
+                                                          embedding_dim=STAND_IN_DIM))
     seen = {}
     for log in read_warmup_file(version_dir):
         request = log.predict_log.request
@@ -74,13 +76,15 @@ def test_every_contract_signature_is_warmed_up_at_every_batch_size(version_dir):
 def test_a_contract_input_without_a_warmup_sample_is_named(monkeypatch):
     monkeypatch.setitem(SIGNATURE_INPUTS, "embed_audio", {"audio": ("string", (None,))})
     with pytest.raises(ValueError, match="input 'audio' of signature 'embed_audio'"):
-        search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES)
+        search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES,
+                               embedding_dim=STAND_IN_DIM)
 
 
 def test_a_new_contract_signature_on_known_inputs_gets_warmup_automatically(monkeypatch):
     monkeypatch.setitem(SIGNATURE_INPUTS, "rerank", {"query": ("string", (None,)),
                                                      "product_ids": ("string", (None, None))})
-    requests = search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(2,))
+    requests = search_warmup_requests(QUERIES, STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(2,),
+                                      embedding_dim=STAND_IN_DIM)
     (rerank,) = [inputs for name, inputs in requests if name == "rerank"]
     assert rerank["query"].shape == (2,) and rerank["product_ids"].shape == (2, len(STAND_IN_PRODUCT_IDS))
 
@@ -95,7 +99,8 @@ def test_file_is_plain_tfrecord_of_prediction_logs(version_dir):
 
 
 def test_replay_gives_what_the_signatures_give(version_dir):
-    requests = search_warmup_requests(QUERIES[:2], STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(2,))
+    requests = search_warmup_requests(QUERIES[:2], STAND_IN_PRODUCT_IDS, TITLES, IMAGES, batch_sizes=(2,),
+                                      embedding_dim=STAND_IN_DIM)
     write_warmup_file(version_dir, requests)
     results = replay_warmup(version_dir)
     model = LocalSavedModelClient(version_dir)

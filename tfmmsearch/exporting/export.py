@@ -44,7 +44,7 @@ from tfmmsearch.data.catalog import read_catalog
 from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.progress import progress
 from tfmmsearch.data.schema import Catalog, Product, image_file_bytes
-from tfmmsearch.exporting.errors import ExportBusyError, ExportConfigError
+from tfmmsearch.exporting.errors import ExportBusyError, ExportConfigError, UpdateError
 from tfmmsearch.exporting.index_rows import (
     IndexRows,
     export_attribute_columns,
@@ -252,7 +252,8 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
                 attributes=attribute_matrix(sample, columns or ()).tolist(),
                 signature_inputs={name: [spec.name for spec
                                          in tf.nest.flatten(function.structured_input_signature)]
-                                  for name, function in signatures.items()})
+                                  for name, function in signatures.items()},
+                embedding_dim=int(module.index.embeddings.shape[1]))
             write_warmup_file(tmp_dir, requests, model_name=model_name)
         else:
             warmup_path(tmp_dir).parent.mkdir(parents=True, exist_ok=True)
@@ -353,7 +354,8 @@ def search_module(config, model, products: list[Product], columns: list[str], so
 
     filters = config.export.filters
     module = SearchModule(model, top_k=top_k or config.export.top_k,
-                          hybrid=config.export.hybrid, filters=filters)
+                          hybrid=config.export.hybrid, filters=filters,
+                          index=config.export.index)
     arrays = model_index_arrays(model, config, products)
     _check_filter_columns(filters, columns, source)
     arrays[FILTER_VALUES_FIELD] = attribute_matrix(products, tuple(filters))
@@ -372,12 +374,13 @@ def catalog_embedder(module, desc: str = "indexing"):
 
 
 def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], IndexUpdate],
-                 ) -> tuple[Path, UpdateReport]:
+                 rebuild_lists: bool = False) -> tuple[Path, UpdateReport]:
     """Applies an update to an export's latest index (or a given version's) and writes the
     next version; the towers of that version embed whatever is new.
 
     `update_of(filters)` builds the update once the export is loaded (a catalog read needs
-    to know the filterable columns to check them).
+    to know the filterable columns to check them). `rebuild_lists`: an IVF index learns new
+    centroids from the updated catalog (otherwise new products join their nearest lists).
     """
     import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
 
@@ -388,7 +391,16 @@ def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], I
         update = update_of(export_filters(loaded))
         rows, report = plan_update(loaded, read_index(loaded), update,
                                    catalog_embedder(loaded, f"indexing with v{source.name}"))
-        write_index(loaded, rows)
+        ivf = getattr(loaded.index, "ivf", None)
+        if rebuild_lists and ivf is None:
+            raise UpdateError(f"{source} has an exact index (export.index.type: exact): it "
+                              "has no IVF lists to rebuild")
+        had_lists = ivf is not None and int(tf.shape(ivf.centroids)[0]) > 0
+        write_index(loaded, rows, rebuild_lists=rebuild_lists)
+        if ivf is not None:
+            report.lists_rebuilt = rebuild_lists or not had_lists
+            report.list_drift = {name: value.numpy().item()
+                                 for name, value in ivf.drift().items()}
         logger.info("version %s -> next: %s", source.name, report.summary())
         products = update.catalog if update.catalog is not None else update.upsert
         version = write_version(loaded, base_dir, dict(loaded.signatures), list(products),

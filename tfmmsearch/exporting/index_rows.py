@@ -27,6 +27,7 @@ from tfmmsearch.contract import (
 )
 from tfmmsearch.data.item_features import attribute_matrix
 from tfmmsearch.data.schema import Product
+from tfmmsearch.exporting.ivf_index import refresh_lists
 
 
 def _names(variable) -> tuple[str, ...]:
@@ -123,11 +124,13 @@ def _string_tensor(values: np.ndarray) -> tf.Tensor:
     return tf.reshape(tf.constant(flat, tf.string, shape=[values.size]), values.shape)
 
 
-def write_index(module, rows: IndexRows) -> int:
+def write_index(module, rows: IndexRows, rebuild_lists: bool = False) -> int:
     """Replaces a (possibly loaded) export's index with `rows`; returns the item count.
 
     Fields the export does not store are ignored; fields it stores but `rows` lacks are
-    zeros / "" (an export from before them, or a model without that part).
+    zeros / "" (an export from before them, or a model without that part). An IVF index puts
+    the rows in its lists (k-means centroids trained anew when `rebuild_lists`, or when it has
+    none yet; exporting/ivf_index.py).
     """
     index = module.index
     size = int(index.assign(_string_tensor(rows.product_ids), rows.fields["embedding"],
@@ -146,4 +149,6 @@ def write_index(module, rows: IndexRows) -> int:
     if hasattr(index, "assign_content_hashes"):
         hashes = rows.fields.get(CONTENT_HASH_FIELD, np.full(size, "", dtype=object))
         index.assign_content_hashes(_string_tensor(hashes))
+    if hasattr(index, "ivf"):
+        refresh_lists(index.ivf, rows.fields["embedding"], rebuild_lists)
     return size

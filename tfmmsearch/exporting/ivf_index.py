@@ -91,8 +91,14 @@ def train_centroids(vectors: np.ndarray, lists: int, iterations: int = 10, seed:
 class IVFIndex(tf.Module):
     """Partition centroids and bfloat16 codes of items stored list by list, in variables."""
 
-    def __init__(self, dim: int, name: str = "ivf"):
+    def __init__(self, dim: int, lists: int = 0, kmeans_iterations: int = 10, name: str = "ivf"):
         super().__init__(name=name)
+        # How `refresh_lists` trains centroids (config export.index), kept in the export so a
+        # loaded one rebuilds its lists the way it was configured (lists 0: about sqrt(N)).
+        self.configured_lists = tf.Variable(lists, dtype=tf.int32, trainable=False,
+                                            name="configured_lists")
+        self.kmeans_iterations = tf.Variable(kmeans_iterations, dtype=tf.int32,
+                                             trainable=False, name="kmeans_iterations")
         self.centroids = resizable_variable([dim], tf.float32, "centroids")
         self.offsets = resizable_variable([], tf.int32, "offsets")  # [L + 1]
         self.members = resizable_variable([], tf.int32, "members")  # item position of each code
@@ -209,3 +215,18 @@ class IVFIndex(tf.Module):
                 int(np.prod(variable.shape)) * variable.dtype.size
                 for variable in (self.centroids, self.offsets, self.members, self.codes,
                                  self.lists)}
+
+
+def refresh_lists(ivf, vectors: np.ndarray, rebuild: bool = False) -> bool:
+    """Puts an index's vectors [N, D] (all of them, item order) in the lists of a (possibly
+    loaded) `IVFIndex`: new centroids by k-means when `rebuild` or when it has none yet,
+    otherwise the current ones. Returns whether centroids were trained."""
+    vectors = np.asarray(vectors, np.float32)
+    train = len(vectors) > 0 and (rebuild or int(tf.shape(ivf.centroids)[0]) == 0)
+    if train:
+        lists = int(ivf.configured_lists.numpy()) or default_list_count(len(vectors))
+        centroids = train_centroids(vectors, lists, int(ivf.kmeans_iterations.numpy()))
+        ivf.build(tf.constant(vectors), tf.constant(centroids))
+    elif int(tf.shape(ivf.centroids)[0]) > 0:
+        ivf.place(tf.constant(vectors))
+    return train

@@ -29,9 +29,10 @@ from tfmmsearch.contract import (
     index_field_widths,
     input_signature,
 )
-from tfmmsearch.config import FUSIONS, HybridConfig
+from tfmmsearch.config import FUSIONS, HybridConfig, IndexConfig
 from tfmmsearch.exporting.filters import CATEGORICAL, NUMERIC, categorical_keys, filter_mask, numeric_values
 from tfmmsearch.exporting.fusion import convex_fusion, reciprocal_rank_fusion
+from tfmmsearch.exporting.ivf_index import IVFIndex
 from tfmmsearch.exporting.lexical_index import LexicalIndex
 from tfmmsearch.exporting.variable_reads import gather_rows, resizable_variable
 from tfmmsearch.model.item_features import ATTRIBUTE_INPUT
@@ -41,7 +42,8 @@ class ItemIndex(tf.Module):
     """Item-tower outputs of a catalog, held in resizable variables."""
 
     def __init__(self, dim: int, title_words: int = MAX_TITLE_WORDS, attributes: bool = False,
-                 filter_kinds: tuple[str, ...] = (), name: str = "index"):
+                 filter_kinds: tuple[str, ...] = (), dense: IndexConfig | None = None,
+                 name: str = "index"):
         super().__init__(name=name)
 
         variable = resizable_variable
@@ -75,6 +77,8 @@ class ItemIndex(tf.Module):
         self.content_hashes = variable([], tf.string, "content_hashes")
         self.assign_content_hashes = tf.function(
             self._assign_content_hashes, input_signature=[tf.TensorSpec([None], tf.string)])
+        if dense is not None and dense.type == "ivf":  # approximate dense scoring (config export.index)
+            self.ivf = IVFIndex(width["embedding"], dense.lists, dense.kmeans_iterations)
         if attributes:  # attribute-modality vectors, for a ranking head with item features
             self.attributes = variable([dim], tf.float32, "attributes")
             self.assign_attributes = tf.function(
@@ -155,6 +159,11 @@ class ItemIndex(tf.Module):
         return position, known
 
 
+# The dense similarity the fusions see for an allowed item an IVF index did not probe: below any
+# cosine, yet not -inf (which means "filtered out"), so BM25 alone can still bring it in.
+UNPROBED_SIMILARITY = -2.0
+
+
 def _string_variable(values: tuple[str, ...], name: str) -> tf.Variable:
     """A fixed list of names the SavedModel carries for clients (columns, kinds)."""
     return tf.Variable(tf.constant(list(values), tf.string, shape=[len(values)]),
@@ -193,9 +202,10 @@ class SearchModule(tf.Module):
     """Towers + ranking head + index, with the serving signatures (tfmmsearch/contract.py)."""
 
     def __init__(self, model, top_k: int = 100, hybrid: HybridConfig | None = None,
-                 filters: dict[str, str] | None = None):
+                 filters: dict[str, str] | None = None, index: IndexConfig | None = None):
         super().__init__(name="tfmmsearch")
         hybrid = hybrid or HybridConfig()
+        index = index or IndexConfig()
         filters = dict(filters or {})
         self._model = _Untracked(model)
         # What the signatures call, tracked so that the SavedModel carries its variables
@@ -224,7 +234,12 @@ class SearchModule(tf.Module):
         self.item_feature_columns = _string_variable(self.attribute_columns,
                                                      "item_feature_columns")
         self.index = ItemIndex(model.config.embedding_dim, attributes=bool(self.attribute_columns),
-                               filter_kinds=self.filter_kind_names)
+                               filter_kinds=self.filter_kind_names, dense=index)
+        # Lists an IVF index probes per query unless a `retrieve_embedding` request says.
+        self._ivf = hasattr(self.index, "ivf")
+        if self._ivf:
+            self.nprobe = tf.Variable(index.nprobe, dtype=tf.int32, trainable=False,
+                                      name="nprobe")
 
     # ------------------------------------------------------------------ building blocks
 
@@ -298,22 +313,76 @@ class SearchModule(tf.Module):
 
     # ------------------------------------------------------------------ signatures
 
-    def _candidates(self, query, dense):
-        """The head's short list [B, C] from dense similarities [B, N] (-inf: filtered out),
-        fused with in-graph BM25 as `fusion_type` says (config export.hybrid)."""
+    def _dense_list(self, embedding, count, allowed=None, nprobe=None):
+        """The `count` items nearest each query embedding [B, D] (within `allowed` [B, N]):
+        (positions [B, C], similarities [B, C]) best first, C <= count; padding has score
+        -inf and position 0. Exact, or through the IVF index (config export.index), which
+        falls back to exact scoring for a batch whose filter leaves too few items in the
+        probed lists, so filtered results are never cut short."""
+        def exact():
+            scores, positions = self._top(self._dense_matrix(embedding, allowed), count)
+            return positions, scores
+
+        if not self._ivf:
+            return exact()
+
+        def approximate():
+            scores, positions = self.index.ivf.search(
+                embedding, self.index.embeddings, count,
+                self.nprobe if nprobe is None else nprobe, allowed)
+            return tf.maximum(positions, 0), scores
+
+        if allowed is None:
+            return approximate()
+        positions, scores = approximate()
+        found = tf.reduce_sum(tf.cast(scores > float("-inf"), tf.int32), axis=1)
+        wanted = tf.minimum(count, tf.reduce_sum(tf.cast(allowed, tf.int32), axis=1))
+        return tf.cond(tf.reduce_all(found >= wanted), lambda: (positions, scores), exact)
+
+    def _dense_matrix(self, embedding, allowed=None):
+        """Exact similarities to every item [B, N], -inf where `allowed` is False."""
+        dense = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
+        return dense if allowed is None else tf.where(allowed, dense, float("-inf"))
+
+    def _fusion_matrix(self, embedding, count, allowed=None):
+        """Dense similarities [B, N] for the fusions: exact, or, with an IVF index, the
+        re-scored similarities of its short list and UNPROBED_SIMILARITY for the other allowed
+        items (they can still enter through the lexical list)."""
+        if not self._ivf:
+            return self._dense_matrix(embedding, allowed)
+        positions, scores = self._dense_list(embedding, count, allowed)
+        size = tf.shape(self.index.product_ids)[0]
+        floor = tf.fill([tf.shape(embedding)[0], size], UNPROBED_SIMILARITY)
+        if allowed is not None:
+            floor = tf.where(allowed, floor, float("-inf"))
+        listed = tf.where(scores > float("-inf"))  # [L, 2]: (query, slot) of the real items
+        items = tf.stack([listed[:, 0], tf.cast(tf.gather_nd(positions, listed), tf.int64)], 1)
+        return tf.tensor_scatter_nd_update(floor, items, tf.gather_nd(scores, listed))
+
+    def _candidates(self, query, embedding, allowed=None):
+        """The head's short list [B, C] and which of its entries are real items, fused with
+        in-graph BM25 as `fusion_type` says (config export.hybrid)."""
         count = tf.maximum(self.rerank_candidates, self.top_k)
 
         def lexical():  # both fusions leave out the items dense marks -inf
             return self.index.lexical.scores(word_ids(query, MAX_QUERY_WORDS))
 
         def dense_only():
-            return self._top(dense, count)[1]
+            positions, scores = self._dense_list(embedding, count, allowed)
+            return positions, scores > float("-inf")
+
+        def fused(fuse):
+            dense = self._fusion_matrix(embedding, count, allowed)
+            positions = fuse(dense, lexical())
+            return positions, tf.gather(dense, positions, batch_dims=1) > float("-inf")
 
         def rrf():
-            return reciprocal_rank_fusion(dense, lexical(), count, self.rrf_k)[0]
+            return fused(lambda dense, bm25: reciprocal_rank_fusion(dense, bm25, count,
+                                                                    self.rrf_k)[0])
 
         def convex():
-            return convex_fusion(dense, lexical(), self.convex_weight, count)[0]
+            return fused(lambda dense, bm25: convex_fusion(dense, bm25, self.convex_weight,
+                                                           count)[0])
 
         branches = {"dense": dense_only, "rrf": rrf, "convex": convex}
         assert tuple(branches) == FUSIONS, "every configurable fusion has a branch"
@@ -325,11 +394,7 @@ class SearchModule(tf.Module):
         """Candidates (within `allowed` [B, N] where given), re-scored by the ranking head;
         the top K as the search signatures return them, with how many are real results."""
         embedding = self._query_embedding(query)
-        dense = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
-        if allowed is not None:
-            dense = tf.where(allowed, dense, float("-inf"))
-        candidates = self._candidates(query, dense)
-        valid = tf.logical_not(tf.math.is_inf(tf.gather(dense, candidates, batch_dims=1)))
+        candidates, valid = self._candidates(query, embedding, allowed)
         head = tf.where(valid, self._head_scores(query, embedding, candidates), float("-inf"))
         scores, order = self._top(head, self.top_k)
         positions = tf.gather(candidates, order, batch_dims=1)
@@ -365,12 +430,35 @@ class SearchModule(tf.Module):
 
     @tf.function(input_signature=input_signature("retrieve"))
     def retrieve(self, query):
-        """Exact top-K by embedding similarity alone."""
-        embedding = self._query_embedding(query)
-        similarities = tf.matmul(embedding, self.index.embeddings, transpose_b=True)
-        scores, positions = self._top(similarities, self.top_k)
-        ids, scores, _ = self._found_nothing(
-            query, gather_rows(self.index.product_ids, positions), scores)
+        """Top-K by embedding similarity alone (exact, or through the IVF index)."""
+        return self._retrieved(query, self._query_embedding(query))
+
+    @tf.function(input_signature=input_signature("retrieve_embedding"))
+    def retrieve_embedding(self, embedding, nprobe):
+        """The index alone: top-K items of query embeddings [B, D] (an `embed_query` output,
+        or an `embed_item` one for search by photo). nprobe [B]: lists an IVF index probes,
+        <= 0 for the export's own (the batch probes its largest); an exact index ignores it."""
+        embedding, nprobe = _checked_first(tf.debugging.assert_equal(
+            tf.shape(embedding), [tf.shape(nprobe)[0], self.index.embeddings.shape[1]],
+            message=f"retrieve_embedding: embedding must be [B, "
+                    f"{self.index.embeddings.shape[1]}] with one nprobe per row"),
+            embedding, nprobe)
+        if self._ivf:
+            asked = tf.reduce_max(tf.concat([nprobe, [0]], axis=0))
+            nprobe = tf.where(asked > 0, asked, self.nprobe)
+        has_vector = tf.reduce_any(tf.not_equal(embedding, 0.0), axis=1)
+        return self._retrieved(has_vector, embedding, nprobe)
+
+    def _retrieved(self, query_or_has_text, embedding, nprobe=None):
+        """`retrieve`'s outputs for query embeddings; queries without text (or an all-zero
+        embedding, given as a bool [B] mask) find nothing."""
+        positions, scores = self._dense_list(embedding, self.top_k, nprobe=nprobe)
+        ids = tf.where(scores > float("-inf"), gather_rows(self.index.product_ids, positions), "")
+        if query_or_has_text.dtype == tf.bool:
+            has = query_or_has_text[:, None]
+            return {"product_ids": tf.where(has, ids, ""),
+                    "scores": tf.where(has, scores, float("-inf"))}
+        ids, scores, _ = self._found_nothing(query_or_has_text, ids, scores)
         return {"product_ids": ids, "scores": scores}
 
     @tf.function(input_signature=input_signature("rank"))
@@ -407,7 +495,8 @@ class SearchModule(tf.Module):
     def signatures(self) -> dict:
         """Every signature of the contract (SIGNATURE_INPUTS) as a concrete function."""
         functions = {"serving_default": self.search, "search_filtered": self.search_filtered,
-                     "retrieve": self.retrieve, "rank": self.rank,
+                     "retrieve": self.retrieve, "retrieve_embedding": self.retrieve_embedding,
+                     "rank": self.rank,
                      "embed_query": self.embed_query, "embed_item": self.embed_item}
         concrete = {name: function.get_concrete_function() for name, function in functions.items()}
         concrete.update({alias: concrete[name] for alias, name in SIGNATURE_ALIASES.items()})

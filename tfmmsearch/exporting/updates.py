@@ -68,6 +68,9 @@ class UpdateReport:
     patched: int = 0
     unknown_deletes: list[str] = field(default_factory=list)
     unknown_patches: list[str] = field(default_factory=list)
+    # An IVF index: whether k-means ran anew, and its `IVFIndex.drift()` after the update.
+    lists_rebuilt: bool = False
+    list_drift: dict | None = None
 
     def summary(self) -> str:
         parts = [f"{self.size} items", f"{self.embedded} embedded",
@@ -83,7 +86,19 @@ class UpdateReport:
             if ids:
                 shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
                 parts.append(f"{len(ids)} {label} not in the index, skipped ({shown})")
+        if self.list_drift is not None:
+            parts.append(self._lists_summary())
         return "; ".join(parts)
+
+    def _lists_summary(self) -> str:
+        drift = self.list_drift
+        state = "rebuilt by k-means" if self.lists_rebuilt else "kept"
+        text = (f"IVF: {drift['lists']} lists {state}, largest list {drift['imbalance']:.1f}x "
+                f"the mean ({drift['built_imbalance']:.1f}x when built), mean cosine to the "
+                f"centroid {drift['cohesion']:.3f} ({drift['built_cohesion']:.3f} when built)")
+        if drift["rebuild"]:
+            text += " - the lists have drifted: rebuild them with `tfmmsearch index --rebuild-lists`"
+        return text
 
 
 # --------------------------------------------------------------------------- reading inputs

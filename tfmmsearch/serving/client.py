@@ -216,6 +216,19 @@ class SearchClient(abc.ABC):
         queries = _text_list(queries, "queries")
         return self.predict("retrieve", {"query": string_tensor(queries)})
 
+    def retrieve_embedding(self, embeddings: Any, nprobe: int | Sequence[int] = 0
+                           ) -> dict[str, np.ndarray]:
+        """Top-K products of query vectors [B, D] (an embed_query or embed_item output: search
+        by photo) from the index alone. `nprobe`: lists an IVF index probes, one for all rows
+        or one per row; 0 = the export's default; the batch probes its largest."""
+        matrix = np.asarray(embeddings, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] == 0:
+            raise ValueError(f"retrieve_embedding: expected a [B, D] matrix of query vectors, "
+                             f"got shape {matrix.shape}")
+        probes = np.broadcast_to(np.asarray(nprobe, dtype=np.int32), (matrix.shape[0],))
+        return self.predict("retrieve_embedding", {"embedding": matrix,
+                                                   "nprobe": np.ascontiguousarray(probes)})
+
     def rank(self, queries: Sequence[str], product_ids: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """Scores [B,N] for given candidates per query; `known` [B,N] is False for ids not in the index."""
         queries = _text_list(queries, "queries")

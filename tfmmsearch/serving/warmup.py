@@ -146,6 +146,7 @@ def search_warmup_requests(
     batch_sizes: Sequence[int] = (1, 8),
     attributes: Sequence[Sequence[str]] | None = None,
     signature_inputs: Mapping[str, Sequence[str]] | None = None,
+    embedding_dim: int | None = None,
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """One request per contract signature (see `warmup_signatures`) and batch size, from sample rows.
 
@@ -155,7 +156,8 @@ def search_warmup_requests(
     one with an input of another name is refused, naming it, rather than shipped cold. Several
     batch sizes matter with --enable_batching: each padded batch shape is its own graph run.
     `signature_inputs` (signature -> input names) replaces the contract's, for an export written
-    under an older contract (re-indexing keeps its signatures).
+    under an older contract (re-indexing keeps its signatures). `embedding_dim`: the width of
+    the export's embeddings, for `embedding` inputs (a unit vector; nprobe 0 = the default).
     """
     if not queries or not product_ids or not titles or len(titles) != len(images):
         raise ValueError("need at least one query, product id, and title with its image (b'' for none)")
@@ -183,6 +185,10 @@ def search_warmup_requests(
             chosen = cycle(rows, n)
             width = len(chosen[0])
             return string_tensor([value for row in chosen for value in row]).reshape(n, width)
+        if name == "embedding" and embedding_dim:
+            return np.full((n, embedding_dim), 1.0 / np.sqrt(embedding_dim), np.float32)
+        if name == "nprobe":
+            return np.zeros(n, np.int32)
         raise ValueError(f"no warmup sample for input {name!r} of signature {signature_name!r}; "
                          "teach search_warmup_requests (tfmmsearch/serving/warmup.py) to fill it")
 
