@@ -108,6 +108,28 @@ def query_texts(path: Path, products) -> list[str]:
     return [p.title for p in products if p.title]
 
 
+def index_bytes(module) -> dict[str, int]:
+    """Bytes each index variable holds (strings: their bytes + TF's 24-byte tstring header),
+    the memory an export's catalog costs beside its fixed model weights."""
+    found, stack = {}, [("index", module.index)]
+    while stack:  # a loaded export's objects carry no `.variables`: walk their attributes
+        path, node = stack.pop()
+        for key, value in vars(node).items():
+            if isinstance(value, tf.Variable):
+                found.setdefault(id(value), (f"{path}.{key}", value))
+            elif hasattr(value, "__dict__") and not key.startswith("_") and \
+                    not callable(value) and type(value).__module__.startswith("tensorflow"):
+                stack.append((f"{path}.{key}", value))
+    sizes = {}
+    for name, variable in found.values():
+        if variable.dtype == tf.string:
+            values = variable.numpy().reshape(-1)
+            sizes[name] = int(sum(len(v) for v in values) + 24 * len(values))
+        else:
+            sizes[name] = int(tf.size(variable)) * variable.dtype.size
+    return sizes
+
+
 def _call(module, signature: str, batch: list[str], filter_text: str | None = None,
           nprobe: int = 0, embedding=None):
     function = module.signatures[signature]
@@ -207,7 +229,9 @@ def markdown(summary: dict) -> str:
         lines += [f"## {int(size):,} items", "",
                   f"Index assignment: exact {entry['assign_s']['exact']:.1f} s, ivf (k-means + "
                   f"lists) {entry['assign_s']['ivf']:.1f} s. Recall@10 of the IVF export vs the "
-                  "exact one: " + ", ".join(f"{k} {v:.3f}" for k, v in entry["recall"].items()), "",
+                  "exact one: " + ", ".join(f"{k} {v:.3f}" for k, v in entry["recall"].items())
+                  + ". Index memory per item: " + ", ".join(
+                      f"{kind} {value:,.0f} B" for kind, value in entry["index_bytes_per_item"].items()), "",
                   "| call | batch | exact p50 ms | ivf p50 ms | ivf p99 ms | speed-up |",
                   "|---|---|---|---|---|---|"]
         for row in entry["latency"]:
@@ -279,7 +303,10 @@ def main(argv=None) -> int:
             assign[kind] = time.perf_counter() - start
             logger.info("%s index of %d items assigned in %.1f s", kind, size, assign[kind])
         del rows
-        entry = {"assign_s": assign, "recall": quality(modules, texts, nprobes), "latency": []}
+        memory = {kind: index_bytes(modules[kind]) for kind in KINDS}
+        entry = {"assign_s": assign, "index_bytes_per_item": {
+            kind: sum(sizes.values()) / size for kind, sizes in memory.items()},
+                 "index_bytes": memory, "recall": quality(modules, texts, nprobes), "latency": []}
         logger.info("%d items: recall@10 vs exact %s", size, entry["recall"])
         for batch in (1, 32):
             entry["latency"].append(measure(args, modules, texts, size, batch))
