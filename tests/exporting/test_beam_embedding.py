@@ -24,9 +24,9 @@ from tfmmsearch.exporting.beam_embedding import (
     read_index_shards,
 )
 from tfmmsearch.exporting.beam_options import BeamEmbedOptions, BeamUnavailableError
-from tfmmsearch.exporting.export import embed_catalog, update_index
+from tfmmsearch.exporting.export import embed_catalog
 from tfmmsearch.exporting.index_rows import export_attribute_columns, product_hashes, read_index
-from tfmmsearch.exporting.updates import EMBEDDED_IDS, IndexUpdate
+from tfmmsearch.exporting.updates import EMBEDDED_IDS, IndexUpdate, plan_update
 
 MULTI_PROCESS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 IN_MEMORY = ("--direct_num_workers=1", "--direct_running_mode=in_memory")
@@ -46,6 +46,12 @@ def _workers_import_the_tests(monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def shop_module(shop_export):
+    """`shop_export` loaded once for the module (read only: nothing here assigns its index)."""
+    return _loaded(shop_export)
+
+
+@pytest.fixture(scope="module")
 def with_bad_rows(shop_catalog, tmp_path_factory):
     """The shop catalog plus two bad rows a worker meets: an image file that is gone, and
     a file that is not an image (a product given in Python, never validated)."""
@@ -58,17 +64,16 @@ def with_bad_rows(shop_catalog, tmp_path_factory):
     return products, {gone.product_id: "missing_image", broken.product_id: "undecodable_image"}
 
 
-def test_worker_processes_match_the_in_process_path_and_count_bad_rows(shop_export, with_bad_rows,
-                                                                      tmp_path):
+def test_worker_processes_match_the_in_process_path_and_count_bad_rows(
+        shop_export, shop_module, with_bad_rows, tmp_path):
     products, bad = with_bad_rows
-    module = _loaded(shop_export)
-    columns = export_attribute_columns(module)
+    columns = export_attribute_columns(shop_module)
     options = BeamEmbedOptions(pipeline_args=MULTI_PROCESS, batch_size=8)
     arrays, bad_rows = embed_products(products, columns, shop_export, tmp_path, options)
 
     good = [p for p in products if p.product_id not in bad]
-    assert arrays[EMBEDDED_IDS].tolist() == [p.product_id for p in good]  # catalog order
-    expected = embed_catalog(module.index_outputs, good, columns=columns)
+    assert arrays[EMBEDDED_IDS].tolist() == [p.product_id for p in good]  # catalog order, once
+    expected = embed_catalog(shop_module.index_outputs, good, columns=columns)
     for field, values in expected.items():
         assert arrays[field].shape == values.shape, field
         np.testing.assert_allclose(arrays[field], values, rtol=1e-5, atol=1e-6, err_msg=field)
@@ -78,39 +83,36 @@ def test_worker_processes_match_the_in_process_path_and_count_bad_rows(shop_expo
     assert [row["row"] for row in bad_rows] == [61, 62]
     assert all(row["field"] == "image" for row in bad_rows)
     assert "missing.jpg" in bad_rows[0]["image"] and "garbage.jpg" in bad_rows[1]["image"]
-    # Both workers embedded: the shards hold every good product exactly once.
-    assert len(read_index_shards(tmp_path)[EMBEDDED_IDS]) == len(good)
     assert read_bad_rows(tmp_path) == bad_rows
 
 
-def _copy_version(version: Path, base: Path) -> Path:
-    shutil.copytree(version, base / "1")
-    return base / "1"
-
-
-def test_an_update_skips_bad_rows_or_fails_naming_them(shop_export, with_bad_rows, tmp_path):
+def test_an_update_skips_bad_rows_or_fails_naming_them(shop_export, shop_module, with_bad_rows,
+                                                      tmp_path):
+    """Through `beam_embedder` on the already loaded export (the in-memory runner reuses it),
+    planned as `update_index` plans: nothing here writes a version."""
     products, bad = with_bad_rows
-    source = _copy_version(shop_export, tmp_path / "shop")
-    # "error": the first bad row, as a catalog read names it, and nothing is written.
-    options = BeamEmbedOptions(pipeline_args=IN_MEMORY, batch_size=16, on_bad_row="error")
+    products = products[18:33] + products[-1:]  # two indexed, twelve new, both bad rows
+    update = IndexUpdate(upsert=products)
+    # "error": the first bad row, as a catalog read names it.
+    options = BeamEmbedOptions(pipeline_args=IN_MEMORY, batch_size=4, on_bad_row="error",
+                               embeddings_dir=tmp_path / "error")
     with pytest.raises(CatalogError) as error:
-        update_index(source, lambda filters: IndexUpdate(upsert=products),
-                     embed_with=beam_embedder(options))
+        plan_update(shop_module, read_index(shop_module), update,
+                    beam_embedder(options)(shop_module, shop_export))
     message = str(error.value)
     assert "missing.jpg" in message and "row 61" in message and "field 'image'" in message
     assert "2 bad rows (missing_image: 1, undecodable_image: 1)" in message
-    assert {p.name for p in source.parent.iterdir()} == {"1", ".tfmmsearch-writer.lock"}
 
-    # "skip": the new version holds every good product; the temporary shards are gone.
-    options = BeamEmbedOptions(pipeline_args=IN_MEMORY, batch_size=16, on_bad_row="skip")
-    version, report = update_index(source, lambda filters: IndexUpdate(upsert=products),
-                                   embed_with=beam_embedder(options))
+    # "skip": every good product is upserted, the bad ones are counted and left out; the
+    # temporary directory beside the export is removed.
+    options = BeamEmbedOptions(pipeline_args=IN_MEMORY, batch_size=4, on_bad_row="skip")
+    rows, report = plan_update(shop_module, read_index(shop_module), update,
+                               beam_embedder(options)(shop_module, shop_export))
     assert sorted(report.skipped) == sorted(bad)
-    assert report.embedded == len(products) - 20 - 2  # shop_export already holds the first 20
-    assert report.size == len(products) - 2
-    ids = read_index(_loaded(version)).product_ids.tolist()
-    assert sorted(ids) == sorted(p.product_id for p in products if p.product_id not in bad)
-    assert not [p for p in source.parent.iterdir() if p.name.startswith(".embeddings-")]
+    assert (report.embedded, report.reused, report.added) == (12, 2, 12)
+    assert report.size == 20 + 12 and "2 bad rows could not be embedded" in report.summary()
+    assert not set(bad) & set(rows.product_ids)
+    assert not [p for p in shop_export.parent.iterdir() if p.name.startswith(".embeddings-")]
 
 
 class FailsOnceHandler(IndexOutputsHandler):
@@ -133,8 +135,8 @@ class FailsOnceHandler(IndexOutputsHandler):
         return super().run_inference(batch, model, inference_args)
 
 
-def test_a_failed_bundle_is_retried_without_lost_or_duplicated_products(shop_export,
-                                                                       shop_catalog, tmp_path):
+def test_a_failed_bundle_is_retried_without_lost_or_duplicated_products(
+        shop_export, shop_module, shop_catalog, tmp_path):
     """The DirectRunner's multi-process engine (the FnApiRunner) fails the pipeline at the
     first bundle error instead of retrying it (Beam issue #18640), so retries are checked
     with BundleBasedDirectRunner, the DirectRunner engine that retries a failed bundle as a
@@ -143,16 +145,27 @@ def test_a_failed_bundle_is_retried_without_lost_or_duplicated_products(shop_exp
     victim = products[17].product_id
     marker = tmp_path / "failed-once"
     handler = FailsOnceHandler(shop_export, str(marker), victim, batch_size=8)
-    options = BeamEmbedOptions(runner="BundleBasedDirectRunner", batch_size=8)
-    module = _loaded(shop_export)
-    columns = export_attribute_columns(module)
-    arrays, bad_rows = embed_products(products, columns, shop_export, tmp_path / "out", options,
-                                      handler=handler)
+    options = BeamEmbedOptions(runner="BundleBasedDirectRunner", batch_size=8,
+                               embeddings_dir=tmp_path / "out")
+    arrays = beam_embedder(options, handler)(shop_module, shop_export)(products)
     assert marker.exists()  # the failure was injected, and the run still finished
-    assert bad_rows == []
     assert arrays[EMBEDDED_IDS].tolist() == [p.product_id for p in products]  # once each
-    expected = embed_catalog(module.index_outputs, products, columns=columns)
+    assert read_bad_rows(tmp_path / "out") == []
+    columns = export_attribute_columns(shop_module)
+    expected = embed_catalog(shop_module.index_outputs, products, columns=columns)
     np.testing.assert_allclose(arrays["embedding"], expected["embedding"], rtol=1e-5, atol=1e-6)
+
+
+def _checkpoint(version: Path) -> dict[str, np.ndarray]:
+    """Every variable a version's checkpoint holds (reading it is faster than loading it)."""
+    reader = tf.train.load_checkpoint(str(version / "variables" / "variables"))
+    return {key: np.asarray(reader.get_tensor(key)) for key in reader.get_variable_to_shape_map()
+            if key.endswith("VARIABLE_VALUE")}
+
+
+def _copy_version(version: Path, base: Path) -> Path:
+    shutil.copytree(version, base / "1")
+    return base / "1"
 
 
 def test_cli_index_with_the_direct_runner_builds_the_in_process_index(shop_export, shop_run,
@@ -172,16 +185,18 @@ def test_cli_index_with_the_direct_runner_builds_the_in_process_index(shop_expor
     assert "indexed into" in out and "40 embedded; 20 unchanged and reused" in out
     assert main(["index", "--model", str(plain_source.parent), "--catalog",
                  str(catalog_dir)]) == 0
-    beam_rows = read_index(_loaded(beam_source.parent / "2"))
-    plain_rows = read_index(_loaded(plain_source.parent / "2"))
-    np.testing.assert_array_equal(beam_rows.product_ids, plain_rows.product_ids)
-    assert set(beam_rows.fields) == set(plain_rows.fields)
-    for name, values in plain_rows.fields.items():
-        if values.dtype == object:
-            np.testing.assert_array_equal(beam_rows.fields[name], values, err_msg=name)
+    # The two versions share version 1's graph, so their checkpoints hold the same variables:
+    # equal model weights, and the same index rows in the same order.
+    beam_values, plain_values = _checkpoint(beam_source.parent / "2"), _checkpoint(
+        plain_source.parent / "2")
+    assert set(beam_values) == set(plain_values)
+    assert any("product_ids" in key for key in plain_values)
+    for key, values in plain_values.items():
+        if values.dtype.kind in "OSU":
+            np.testing.assert_array_equal(beam_values[key], values, err_msg=key)
         else:
-            np.testing.assert_allclose(beam_rows.fields[name], values, rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+            np.testing.assert_allclose(beam_values[key], values, rtol=1e-5, atol=1e-6,
+                                       err_msg=key)
     # --embeddings-dir keeps the shards: the 40 products the update embedded.
     assert len(read_index_shards(shards)[EMBEDDED_IDS]) == 40
 

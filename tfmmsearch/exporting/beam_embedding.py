@@ -129,6 +129,13 @@ class _ReadItem(beam.DoFn):
 # --------------------------------------------------------------------------- the model handler
 
 
+# version directory -> (pid, the export as that process loaded it): `beam_embedder` registers
+# the driver's copy, so a runner that works in the driver's process (the DirectRunner's
+# in-memory mode) does not load the same SavedModel a second time. Worker processes start with
+# an empty registry, and the pid check keeps a forked one from using its parent's copy.
+_LOADED_HERE: dict[str, tuple[int, object]] = {}
+
+
 class IndexOutputsHandler(ModelHandler):
     """RunInference's view of an export: load it once per worker, embed batches of items.
 
@@ -158,6 +165,9 @@ class IndexOutputsHandler(ModelHandler):
                 tf.config.threading.set_inter_op_parallelism_threads(inter)
         except RuntimeError:  # TensorFlow already initialised in this process (in-memory runs)
             logger.debug("thread settings not applied: TensorFlow is already initialised")
+        shared = _LOADED_HERE.get(self._version_dir)
+        if shared is not None and shared[0] == os.getpid():
+            return shared[1]  # a runner working in the driver's process: its export, as loaded
         start = time.time()
         module = tf.saved_model.load(self._version_dir)
         logger.info("worker %d loaded %s in %.1f s", os.getpid(), self._version_dir,
@@ -416,10 +426,12 @@ def beam_embedder(options: BeamEmbedOptions, handler: ModelHandler | None = None
             temporary = options.embeddings_dir is None
             directory = (tempfile.mkdtemp(prefix=".embeddings-", dir=base_dir_of(version_dir))
                          if temporary else str(options.embeddings_dir))
+            _LOADED_HERE[str(version_dir)] = (os.getpid(), module)
             try:
                 arrays, bad = embed_products(products, columns, version_dir, directory,
                                              options, handler)
             finally:
+                _LOADED_HERE.pop(str(version_dir), None)
                 if temporary:
                     shutil.rmtree(directory, ignore_errors=True)
             if bad:
