@@ -137,10 +137,11 @@ class FailsOnceHandler(IndexOutputsHandler):
 
 def test_a_failed_bundle_is_retried_without_lost_or_duplicated_products(
         shop_export, shop_module, shop_catalog, tmp_path):
-    """The DirectRunner's multi-process engine (the FnApiRunner) fails the pipeline at the
-    first bundle error instead of retrying it (Beam issue #18640), so retries are checked
-    with BundleBasedDirectRunner, the DirectRunner engine that retries a failed bundle as a
-    cluster runner does. The marker proves the failure really happened."""
+    """The DirectRunner's batch engine (the FnApiRunner, in its multi-process and in-memory
+    modes alike) fails the pipeline at the first bundle error instead of retrying it (Beam
+    issue #18640; checked with Beam 2.77), so retries are checked with
+    BundleBasedDirectRunner, the DirectRunner engine that retries a failed bundle (up to 4
+    times) as a cluster runner does. The marker proves the failure really happened."""
     products = list(shop_catalog[:40])
     victim = products[17].product_id
     marker = tmp_path / "failed-once"
