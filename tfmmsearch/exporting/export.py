@@ -53,7 +53,7 @@ from tfmmsearch.exporting.index_rows import (
     read_index,
     write_index,
 )
-from tfmmsearch.exporting.updates import IndexUpdate, UpdateReport, plan_update
+from tfmmsearch.exporting.updates import Embed, IndexUpdate, UpdateReport, plan_update
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,24 @@ def string_matrix(values: np.ndarray) -> tf.Tensor:
     flat = tf.constant([v if isinstance(v, bytes) else str(v) for v in values.reshape(-1)],
                        tf.string, shape=[values.size])
     return tf.reshape(flat, values.shape)
+
+
+def embed_batch(index_outputs, titles: list[str], images: list[bytes],
+                attributes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One call of an export's `index_outputs` on one batch of items: every field it returns,
+    as numpy arrays with the batch first.
+
+    The one place items meet the item signature when (re-)indexing: the in-process loop
+    (`embed_items`) and the Beam workers (exporting/beam_embedding.py) both call it, so both
+    paths feed the towers the same tensors. `images` holds encoded image bytes (b"": no image);
+    `attributes` [B, C] item-feature strings in the export's column order, None for an export
+    from before item features.
+    """
+    inputs = {"title": tf.constant(list(titles), tf.string, shape=[len(titles)]),
+              "image": tf.constant(list(images), tf.string, shape=[len(images)])}
+    if attributes is not None:
+        inputs["attributes"] = string_matrix(attributes)
+    return {field: value.numpy() for field, value in index_outputs(**inputs).items()}
 
 
 def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size: int = 64,
@@ -93,13 +111,11 @@ def embed_items(index_outputs, titles: list[str], image_paths: list, batch_size:
             chunk_titles = titles[first:first + batch_size]
             chunk_images = [image_file_bytes(path)
                             for path in image_paths[first:first + batch_size]]
-            inputs = {"title": tf.constant(chunk_titles, tf.string),
-                      "image": tf.constant(chunk_images, tf.string)}
-            if attributes is not None:
-                inputs["attributes"] = string_matrix(attributes[first:first + batch_size])
-            result = index_outputs(**inputs)
+            chunk_attributes = (None if attributes is None
+                                else attributes[first:first + batch_size])
+            result = embed_batch(index_outputs, chunk_titles, chunk_images, chunk_attributes)
             for field, value in result.items():
-                outputs.setdefault(field, []).append(value.numpy())
+                outputs.setdefault(field, []).append(value)
             bar.update(len(chunk_titles))
     seconds = time.time() - start
     logger.info("embedded %d items in %.1f s (%.0f items/s)", len(titles), seconds,
@@ -373,14 +389,28 @@ def catalog_embedder(module, desc: str = "indexing"):
                                           columns=columns)
 
 
+# (loaded export, its version directory) -> the callable that embeds an update's new products.
+EmbedderFactory = Callable[[object, Path], Embed]
+
+
+def in_process_embedder(module, version_dir: Path) -> Embed:
+    """The default `embed_with` of `update_index`: this process runs the export's towers."""
+    return catalog_embedder(module, f"indexing with v{Path(version_dir).name}")
+
+
 def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], IndexUpdate],
-                 rebuild_lists: bool = False) -> tuple[Path, UpdateReport]:
+                 embed_with: EmbedderFactory | None = None, rebuild_lists: bool = False,
+                 ) -> tuple[Path, UpdateReport]:
     """Applies an update to an export's latest index (or a given version's) and writes the
     next version; the towers of that version embed whatever is new.
 
     `update_of(filters)` builds the update once the export is loaded (a catalog read needs
-    to know the filterable columns to check them). `rebuild_lists`: an IVF index learns new
-    centroids from the updated catalog (otherwise new products join their nearest lists).
+    to know the filterable columns to check them). `embed_with(loaded, version_dir)` makes
+    the embedder of new and changed products: `in_process_embedder` (the default), or
+    `beam_embedding.beam_embedder(...)`, which spreads them over Beam workers and reads
+    their TFRecord shards back.
+    `rebuild_lists`: an IVF index learns new centroids from the updated catalog (otherwise
+    new products join their nearest lists).
     """
     import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
 
@@ -389,12 +419,12 @@ def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], I
     with exclusive_writer(base_dir):
         loaded = tf.saved_model.load(str(source))
         update = update_of(export_filters(loaded))
-        rows, report = plan_update(loaded, read_index(loaded), update,
-                                   catalog_embedder(loaded, f"indexing with v{source.name}"))
         ivf = getattr(loaded.index, "ivf", None)
         if rebuild_lists and ivf is None:
             raise UpdateError(f"{source} has an exact index (export.index.type: exact): it "
                               "has no IVF lists to rebuild")
+        embed = (embed_with or in_process_embedder)(loaded, source)
+        rows, report = plan_update(loaded, read_index(loaded), update, embed)
         had_lists = ivf is not None and int(tf.shape(ivf.centroids)[0]) > 0
         write_index(loaded, rows, rebuild_lists=rebuild_lists)
         if ivf is not None:
@@ -403,7 +433,9 @@ def update_index(model_path: str | Path, update_of: Callable[[dict[str, str]], I
                                  for name, value in ivf.drift().items()}
         logger.info("version %s -> next: %s", source.name, report.summary())
         products = update.catalog if update.catalog is not None else update.upsert
-        version = write_version(loaded, base_dir, dict(loaded.signatures), list(products),
+        skipped = set(report.skipped)
+        version = write_version(loaded, base_dir, dict(loaded.signatures),
+                                [p for p in products if p.product_id not in skipped],
                                 base_dir.name, _stored_item_features(source), previous=source)
         return version, report
 

@@ -41,7 +41,11 @@ from tfmmsearch.exporting.index_rows import (
 
 logger = logging.getLogger(__name__)
 
+# products -> their index fields, rows in the products' order. An embedder that counts bad
+# rows instead of failing (the Beam one: an image a worker cannot read or decode) leaves them
+# out and names the rows it holds under EMBEDDED_IDS; the update then skips those products.
 Embed = Callable[[list[Product]], dict[str, np.ndarray]]
+EMBEDDED_IDS = "product_id"
 
 
 @dataclass
@@ -68,6 +72,7 @@ class UpdateReport:
     patched: int = 0
     unknown_deletes: list[str] = field(default_factory=list)
     unknown_patches: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # bad rows the embedder could not embed
     # An IVF index: whether k-means ran anew, and its `IVFIndex.drift()` after the update.
     lists_rebuilt: bool = False
     list_drift: dict | None = None
@@ -84,8 +89,10 @@ class UpdateReport:
         for label, ids in (("ids to delete", self.unknown_deletes),
                            ("ids to patch", self.unknown_patches)):
             if ids:
-                shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
-                parts.append(f"{len(ids)} {label} not in the index, skipped ({shown})")
+                parts.append(f"{len(ids)} {label} not in the index, skipped ({_shown(ids)})")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} bad rows could not be embedded, skipped "
+                         f"({_shown(self.skipped)})")
         if self.list_drift is not None:
             parts.append(self._lists_summary())
         return "; ".join(parts)
@@ -99,6 +106,10 @@ class UpdateReport:
         if drift["rebuild"]:
             text += " - the lists have drifted: rebuild them with `tfmmsearch index --rebuild-lists`"
         return text
+
+
+def _shown(ids: list[str]) -> str:
+    return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
 
 
 # --------------------------------------------------------------------------- reading inputs
@@ -173,10 +184,14 @@ def read_patch_file(path: str | Path) -> dict[str, dict[str, str]]:
 def _embedded_rows(module, current: IndexRows, products: list[Product], embed: Embed,
                    report: UpdateReport) -> IndexRows:
     """Rows for `products` in their order: stored vectors where the content is unchanged,
-    the item tower's output for the rest; filter values and hashes from the products."""
+    the item tower's output for the rest; filter values and hashes from the products.
+    Products the embedder left out (bad rows, see `Embed`) are not among the rows."""
     columns = export_attribute_columns(module)
-    images = [p.image_bytes() for p in products]
-    hashes = product_hashes(products, columns, images)
+    images = [_image_or_none(p) for p in products]
+    hashes = product_hashes(products, columns, [image or b"" for image in images])
+    # An image this process cannot read has no content to compare: the product goes to the
+    # embedder, which fails on it (in process) or counts it as a bad row (Beam).
+    hashes[[i for i, image in enumerate(images) if image is None]] = ""
     stored = current.fields.get(CONTENT_HASH_FIELD)
     where = current.position_of()
     reuse = np.array([stored is not None and p.product_id in where
@@ -184,11 +199,23 @@ def _embedded_rows(module, current: IndexRows, products: list[Product], embed: E
                       and stored[where[p.product_id]] == hashes[i]
                       for i, p in enumerate(products)], dtype=bool)
     fresh = [p for p, keep in zip(products, reuse) if not keep]
+    arrays = embed(fresh) if fresh else {}
+    if EMBEDDED_IDS in arrays:
+        embedded = set(arrays[EMBEDDED_IDS])
+        bad = [p.product_id for p in fresh if p.product_id not in embedded]
+        if bad:
+            report.skipped += bad
+            keep = np.array([p.product_id not in set(bad) for p in products], dtype=bool)
+            products = [p for p, k in zip(products, keep) if k]
+            hashes, reuse = hashes[keep], reuse[keep]
+            fresh = [p for p in fresh if p.product_id in embedded]
+        if list(arrays[EMBEDDED_IDS]) != [p.product_id for p in fresh]:
+            raise UpdateError("the embedder returned rows for other products than it was "
+                              "given, or in another order")
     report.embedded += len(fresh)
     report.reused += int(reuse.sum())
     kept = current.take([where[p.product_id] for p, keep in zip(products, reuse) if keep])
     if fresh:
-        arrays = embed(fresh)
         # Hashes and filter values are set below for every row; the tower gives the rest.
         blank = {name: np.zeros((len(fresh),) + values.shape[1:], values.dtype)
                  for name, values in current.fields.items()}
@@ -207,6 +234,13 @@ def _embedded_rows(module, current: IndexRows, products: list[Product], embed: E
     if FILTER_VALUES_FIELD in current.fields:
         rows.fields[FILTER_VALUES_FIELD] = attribute_matrix(products, tuple(filters))
     return rows
+
+
+def _image_or_none(product: Product) -> bytes | None:
+    try:
+        return product.image_bytes()
+    except OSError:
+        return None
 
 
 def _patched(module, rows: IndexRows, patch: dict[str, dict[str, str]], report: UpdateReport
@@ -268,6 +302,9 @@ def plan_update(module, current: IndexRows, update: IndexUpdate, embed: Embed
     report.deleted = len(gone)
     new_rows = _embedded_rows(module, current, update.upsert, embed, report)
     new_where = new_rows.position_of()
+    # A bad row of the upsert is skipped as a catalog read skips it: an indexed product keeps
+    # its stored row, a new one is not added.
+    upserted -= set(report.skipped)
     report.replaced = sum(1 for pid in upserted if pid in where)
     report.added = len(upserted) - report.replaced
     # Kept products stay in place (replaced ones take their new rows there); new ones follow.
@@ -284,7 +321,7 @@ def plan_update(module, current: IndexRows, update: IndexUpdate, embed: Embed
             kept.append(position)
     parts.append(current.take(kept))
     parts.append(new_rows.take([new_where[p.product_id] for p in update.upsert
-                                if p.product_id not in where]))
+                                if p.product_id not in where and p.product_id in new_where]))
     rows = IndexRows.concat(parts)
     rows = _patched(module, rows, update.patch, report)
     report.size = len(rows)
