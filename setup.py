@@ -39,6 +39,7 @@ setup(
     package_data={"tfmmsearch": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
     # The benchmark scripts draw their plots with matplotlib; the tests run those scripts.
-    extras_require={"bench": ["matplotlib==3.11.2"], "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib==3.11.2"]},
+    extras_require={"bench": ["matplotlib==3.11.2"], "ann": ["faiss-cpu==1.15.1", "hnswlib==0.8.0"],
+                    "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib==3.11.2"]},
     entry_points={"console_scripts": ["tfmmsearch=tfmmsearch.cli:main"]},
 )
