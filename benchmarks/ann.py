@@ -555,6 +555,79 @@ def hnsw_settings(data: Dataset, held: np.ndarray | None, m: int, ef_constructio
     return settings, ""
 
 
+# --------------------------------------------------------------------------- profiling
+
+def profile_ivf(ivf: IVFIndex, variable: tf.Variable, queries: np.ndarray, nprobe: int,
+                batch: int, repeats: int) -> dict[str, float]:
+    """Where one `ivf.search` call spends its time: the search's steps as prefixes (each
+    function runs the steps up to one more, returning a scalar so nothing is skipped), so a
+    step's cost is the difference of two prefixes' p50. Mirrors IVFIndex.search's ops."""
+    k = K
+    bf16 = tf.bfloat16
+
+    def steps(q, upto):
+        probe = tf.math.top_k(tf.matmul(q, ivf.centroids, transpose_b=True), k=nprobe).indices
+        if upto == 1:
+            return tf.reduce_sum(probe)
+        slots = ivf._probed(q, nprobe)
+        listed = slots >= 0
+        slots = tf.maximum(slots, 0)
+        if upto == 2:
+            return tf.reduce_sum(slots)
+        codes = tf.gather(tf.convert_to_tensor(ivf.codes), slots)
+        if upto == 3:
+            return tf.reduce_sum(tf.cast(codes[:, :, 0], tf.float32))
+        approximate = tf.cast(tf.einsum("bmd,bd->bm", codes, tf.cast(q, bf16)), tf.float32)
+        positions = tf.gather(tf.convert_to_tensor(ivf.members), slots)
+        approximate = tf.where(listed, approximate, float("-inf"))
+        if upto == 4:
+            return tf.reduce_sum(approximate[:, 0]) + tf.cast(tf.reduce_sum(positions[:, 0]), tf.float32)
+        short = tf.math.top_k(approximate, k=tf.minimum(2 * k, tf.shape(slots)[1]))
+        short_positions = tf.gather(positions, short.indices, batch_dims=1)
+        if upto == 5:
+            return tf.reduce_sum(short_positions)
+        rows = tf.gather(tf.convert_to_tensor(variable), short_positions)
+        exact = tf.squeeze(tf.matmul(rows, q[:, :, None]), axis=2)
+        if upto == 6:
+            return tf.reduce_sum(exact)
+        best = tf.math.top_k(exact, k=k)
+        return tf.reduce_sum(best.values)
+
+    names = ["score centroids + top_k(nprobe)", "probed slots (ragged ranges -> dense)",
+             "gather bf16 codes [B, M, D]", "bf16 scan (einsum) + member positions",
+             "top_k short list (2k)", "gather float32 rows + exact re-score", "final top_k"]
+    spec = tf.TensorSpec([None, queries.shape[1]], tf.float32)
+    functions = [tf.function(lambda q, upto=upto: steps(q, upto), input_signature=[spec])
+                 for upto in range(1, 8)]
+    batches = [tf.constant(queries[(np.arange(batch) + i * batch) % len(queries)]) for i in range(repeats)]
+    for function in functions:
+        function(batches[0])
+    p50 = []
+    for function in functions:
+        times = []
+        for q in batches:
+            start = time.perf_counter()
+            function(q).numpy()
+            times.append(time.perf_counter() - start)
+        p50.append(float(np.median(times)) * 1000)
+    full = tf.function(lambda q: ivf.search(q, variable, K, nprobe), input_signature=[spec])
+    full(batches[0])
+    whole = []
+    for q in batches:
+        start = time.perf_counter()
+        [t.numpy() for t in full(q)]
+        whole.append(time.perf_counter() - start)
+    out = {"search (whole call)": round(float(np.median(whole)) * 1000, 3)}
+    previous = 0.0
+    for name, value in zip(names, p50):
+        out[name] = round(value - previous, 3)
+        previous = value
+    scanned = float(tf.reduce_mean(tf.cast(tf.reduce_sum(tf.cast(ivf._probed(batches[0], nprobe) >= 0,
+                                                                  tf.int32), axis=1), tf.float32)))
+    out["rows scanned per query"] = round(scanned, 0)
+    return out
+
+
 # --------------------------------------------------------------------------- measuring
 
 def timed(search, queries) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
@@ -625,7 +698,8 @@ def rows_of(settings: list[Setting], results: dict[int, dict], data: Dataset, qu
     return rows
 
 
-def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[str]) -> list[dict]:
+def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[str],
+             profiles: list[dict]) -> list[dict]:
     """Every system at one (data set, N)."""
     vector_mb = data.n * data.dim * 4 / 2**20
     together = 2 * vector_mb <= args.memory_budget_gb * 1024
@@ -641,6 +715,8 @@ def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[s
     nprobes = lambda lists: sorted({lists if p == "all" else int(p) for p in args.nprobes})  # noqa: E731
     faiss_probes = lambda lists: sorted({lists if p == "all" else int(p) for p in args.faiss_nprobes})  # noqa: E731
 
+    variable_of = [None]  # the group's vectors variable, for the profile
+
     def build_group(names: list[str]):
         group, variable, numpy_held = [], None, held
         if not together and "numpy-exact" in names:
@@ -652,6 +728,7 @@ def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[s
                 variable = vectors_variable(data, held)
                 logger.info("float32 vectors variable %s in %.0f s (RSS %.0f MB)", variable.shape,
                             time.time() - before, rss_mb())
+                variable_of[0] = variable
             if name == "exact-in-graph":
                 made = [exact_in_graph(variable, data.dim)]
             elif name == "numpy-exact":
@@ -694,7 +771,10 @@ def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[s
             continue
         exact = [s for s in settings if s.system in ("exact-in-graph", "numpy-exact")]
         approximate = [s for s in settings if s not in exact]
-        for chosen, count in ((exact, exact_queries), (approximate, len(data.queries))):
+        # One interleaved measurement, unless the exact systems time fewer queries (large N).
+        parts = ([(settings, len(data.queries))] if exact_queries == len(data.queries)
+                 else [(exact, exact_queries), (approximate, len(data.queries))])
+        for chosen, count in parts:
             if not chosen:
                 continue
             reset_peak_rss()
@@ -702,7 +782,15 @@ def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[s
                         ", ".join(dict.fromkeys(s.system for s in chosen)), count, args.rounds)
             results = measure(chosen, data, truth, args.rounds, args.batches, count)
             rows.extend(rows_of(chosen, results, data, count, peak_rss_mb(), run_id))
+        for setting in (s for s in settings if s.system == "tfmmsearch-ivf" and s.nprobe in args.profile_nprobes):
+            for batch in (1, 32):
+                steps = profile_ivf(setting.extra["index"], variable_of[0], data.queries, setting.nprobe,
+                                    batch, repeats=max(20, args.batches) if batch == 32 else 100)
+                profiles.append({"data": data.name, "n": data.n, "lists": setting.lists,
+                                 "nprobe": setting.nprobe, "batch": batch, "ms": steps})
+                logger.info("profile %s batch %d: %s", setting.label, batch, steps)
         del settings, exact, approximate, chosen
+        variable_of[0] = None
         gc.collect()
     logger.info("== %s N=%d done in %.0f s", data.name, data.n, time.time() - start)
     return rows
@@ -802,6 +890,16 @@ def write_markdown(path: Path, rows: list[dict], meta: dict) -> None:
                          f"{r.get('scan_memory_mb', r['memory_mb']):.0f} | {r['build_s']:.1f} | "
                          f"{_cell(r.get('peak_rss_mb'), '{:.0f}')} | {r.get('queries', '')} |")
         lines.append("")
+    profiled = [p for run in meta["runs"] for p in run.get("profiles", [])]
+    if profiled:
+        steps = list(profiled[0]["ms"])
+        lines += ["## Where an IVF search spends its time (p50 ms per call, steps as prefix differences)", "",
+                  "| data | N | lists | nprobe | batch | " + " | ".join(steps) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(steps)]
+        for p in profiled:
+            lines.append(f"| {p['data']} | {p['n']:,} | {p['lists']} | {p['nprobe']} | {p['batch']} | "
+                         + " | ".join(f"{p['ms'][name]:g}" for name in steps) + " |")
+        lines.append("")
     lines += ["## Targets (issue #15, index alone)", "",
               f"Per size: the fastest tfmmsearch-ivf setting with recall@10 >= {RECALL_TARGET} (chosen "
               f"per batch size) vs exact-in-graph (target >= {SPEEDUP_TARGET:.0f}x faster) and vs the "
@@ -885,6 +983,8 @@ def parse_args(argv=None):
     parser.add_argument("--clusters", type=int, default=4096, help="synthetic cluster count")
     parser.add_argument("--myntra-vectors", default="", help="[12000, D] .npy of Myntra item vectors")
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG), help="Myntra catalog (titles)")
+    parser.add_argument("--profile-nprobes", default="",
+                        help="tfmmsearch-ivf nprobe values whose search is timed step by step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--merge", action="store_true",
                         help="keep earlier rows of OUT/ann.json that this run does not replace")
@@ -896,6 +996,7 @@ def parse_args(argv=None):
     args.faiss_nprobes = _list(args.faiss_nprobes) or args.nprobes
     args.ivf_lists = _list(args.ivf_lists)
     args.hnsw_ef = [int(e) for e in _list(args.hnsw_ef)]
+    args.profile_nprobes = [int(p) for p in _list(args.profile_nprobes)]
     for name in args.systems:
         if name not in SYSTEMS:
             parser.error(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
@@ -916,12 +1017,12 @@ def main(argv=None) -> int:
     command = "python benchmarks/ann.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     sources = myntra_sources(args, args.dim) if "myntra" in args.data else None
-    rows, notes, described = [], [], {}
+    rows, notes, described, profiles = [], [], {}, []
     for name in args.data:
         for n in args.sizes:
             data = make_dataset(name, n, args, sources)
             described[name] = data.description
-            rows.extend(run_size(data, args, args.systems, run_id, notes))
+            rows.extend(run_size(data, args, args.systems, run_id, notes, profiles))
             del data
             gc.collect()
     meta_path, rows_path = out / "ann.meta.json", out / "ann.json"
@@ -935,6 +1036,7 @@ def main(argv=None) -> int:
     meta["machine"] = (f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, TensorFlow "
                        f"{tf.__version__}")
     meta["runs"].append({"id": run_id, "command": command, "data": described, "notes": notes,
+                         "profiles": profiles,
                          "wall_s": round(time.time() - start, 1),
                          "process_ru_maxrss_mb": round(process_maxrss_mb(), 0)})
     rows_path.write_text(json.dumps(rows, indent=1) + "\n")
