@@ -480,10 +480,11 @@ def faiss_settings(data: Dataset, held: np.ndarray | None, lists: int, nprobes: 
     sample_size = min(data.n, 64 * lists)  # the same sample size as train_centroids
     if held is not None:
         sample = held[np.sort(rng.choice(data.n, sample_size, replace=False))]
-    else:  # a sample from whole chunks of the regenerated data
-        per_chunk = math.ceil(sample_size / data.num_chunks)
-        sample = np.concatenate([rows[rng.choice(len(rows), min(per_chunk, len(rows)), replace=False)]
-                                 for _, rows in data.chunks()])
+    else:  # rows of the first chunks: every chunk is an independent draw of the same mixture
+        first_rows = np.concatenate([data.chunk(i) for i in range(min(
+            data.num_chunks, math.ceil(2 * sample_size / CHUNK_ROWS)))])
+        sample = first_rows[np.sort(rng.choice(len(first_rows), sample_size, replace=False))]
+        del first_rows
     quantizer = faiss.IndexFlatIP(data.dim)
     index = faiss.IndexIVFFlat(quantizer, data.dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = 10
@@ -985,6 +986,8 @@ def parse_args(argv=None):
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG), help="Myntra catalog (titles)")
     parser.add_argument("--profile-nprobes", default="",
                         help="tfmmsearch-ivf nprobe values whose search is timed step by step")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for this run's notes in ann.md (e.g. why a system was left out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--merge", action="store_true",
                         help="keep earlier rows of OUT/ann.json that this run does not replace")
@@ -1017,7 +1020,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/ann.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     sources = myntra_sources(args, args.dim) if "myntra" in args.data else None
-    rows, notes, described, profiles = [], [], {}, []
+    rows, notes, described, profiles = [], list(args.note), {}, []
     for name in args.data:
         for n in args.sizes:
             data = make_dataset(name, n, args, sources)
