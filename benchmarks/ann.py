@@ -1019,35 +1019,35 @@ def main(argv=None) -> int:
     run_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     command = "python benchmarks/ann.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    meta_path, rows_path = out / "ann.meta.json", out / "ann.json"
+    earlier, meta = [], {"machine": "", "runs": []}
+    if args.merge and rows_path.is_file():
+        earlier = json.loads(rows_path.read_text())
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+    meta["machine"] = (f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, TensorFlow "
+                       f"{tf.__version__}")
+    run = {"id": run_id, "command": command, "data": {}, "notes": list(args.note), "profiles": []}
+    meta["runs"].append(run)
     sources = myntra_sources(args, args.dim) if "myntra" in args.data else None
-    rows, notes, described, profiles = [], list(args.note), {}, []
+    rows = []
     for name in args.data:
         for n in args.sizes:
             data = make_dataset(name, n, args, sources)
-            described[name] = data.description
-            rows.extend(run_size(data, args, args.systems, run_id, notes, profiles))
+            run["data"][name] = data.description
+            rows.extend(run_size(data, args, args.systems, run_id, run["notes"], run["profiles"]))
             del data
             gc.collect()
-    meta_path, rows_path = out / "ann.meta.json", out / "ann.json"
-    meta = {"machine": "", "runs": []}
-    if args.merge and rows_path.is_file():
-        rows = merge_rows(json.loads(rows_path.read_text()), rows)
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-    else:
-        rows = merge_rows([], rows)
-    meta["machine"] = (f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, TensorFlow "
-                       f"{tf.__version__}")
-    meta["runs"].append({"id": run_id, "command": command, "data": described, "notes": notes,
-                         "profiles": profiles,
-                         "wall_s": round(time.time() - start, 1),
-                         "process_ru_maxrss_mb": round(process_maxrss_mb(), 0)})
-    rows_path.write_text(json.dumps(rows, indent=1) + "\n")
-    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    write_markdown(out / "ann.md", rows, meta)
-    write_plot(out / "ann.png", rows)
-    logger.info("wrote %s, %s and %s in %.0f s", rows_path, out / "ann.md", out / "ann.png",
-                time.time() - start)
+            # Written after every size, so an interrupted run keeps what it measured.
+            run["wall_s"] = round(time.time() - start, 1)
+            run["process_ru_maxrss_mb"] = round(process_maxrss_mb(), 0)
+            merged = merge_rows(earlier, rows)
+            rows_path.write_text(json.dumps(merged, indent=1) + "\n")
+            meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+            write_markdown(out / "ann.md", merged, meta)
+            write_plot(out / "ann.png", merged)
+            logger.info("wrote %s, %s and %s (%.0f s so far)", rows_path, out / "ann.md",
+                        out / "ann.png", time.time() - start)
     return 0
 
 
