@@ -934,7 +934,10 @@ def write_plot(path: Path, rows: list[dict]) -> None:
         here = [r for r in rows if r["data"] == data and r["n"] == n]
         series = {}
         for system in SYSTEMS:
-            points = sorted((r["p50_ms_b1"], r["recall_at_10"]) for r in here if r["system"] == system)
+            # In setting order (nprobe, ef), so a curve reads as its knob turning, noise and all.
+            points = [(r["p50_ms_b1"], r["recall_at_10"]) for r in sorted(
+                (r for r in here if r["system"] == system),
+                key=lambda r: (r.get("lists") or 0, r.get("nprobe") or 0, r.get("ef") or 0))]
             # Every system in every panel (empty where absent), so colours match across panels.
             series[system] = ([p[0] for p in points], [p[1] for p in points])
         panels.append({"series": series, "xlabel": "p50 latency at batch 1 (ms, log)",
