@@ -32,8 +32,11 @@ if it is in the true top k or scores within 1e-5 of the k-th true score: float32
 p99 latency at batch 1 over the queries and p50 at batch 32 over batches (median over
 --rounds rounds, the settings of one size interleaved round by round), memory of what the
 index holds, build time, and the process's peak RSS while the system was built and searched.
-Sizes where two float32 copies of the vectors do not fit in --memory-budget-gb run the systems
-one group at a time (the vectors are regenerated chunk by chunk, never held twice).
+The vectors are held once per size (float32, 64-byte aligned) and TensorFlow adopts that buffer
+through DLPack, so numpy, the exact variable and the IVF re-score share one copy. Sizes where two
+copies would not fit in --memory-budget-gb build FAISS and HNSW (which copy the vectors) after
+the others are freed, and build the IVF with `lean_build` (IVFIndex.build holds a float32 copy
+of the vectors in list order, 10 GB more at 10M).
 
 Writes DIR/ann.json (rows), DIR/ann.meta.json (commands, data, notes), DIR/ann.md (tables and
 the issue's target verdicts) and DIR/ann.png (recall@10 vs batch-1 latency). --merge keeps the
