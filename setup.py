@@ -43,9 +43,11 @@ setup(
     # The benchmark scripts draw their plots with matplotlib; the tests run those scripts.
     # Beam embeds large catalogs across workers (`tfmmsearch index --runner ...`); the tests run
     # it on the DirectRunner, so the test extra carries it too (CI installs only `.[test]`).
+    # FAISS and hnswlib are the approximate-index benchmark's reference points only.
     extras_require={
         "bench": ["matplotlib==3.11.2"],
         "beam": [BEAM],
+        "ann": ["faiss-cpu==1.15.1", "hnswlib==0.8.0"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib==3.11.2", BEAM],
     },
     entry_points={"console_scripts": ["tfmmsearch=tfmmsearch.cli:main"]},

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 
-def line_plot(path: str | Path, panels: Sequence[dict], title: str = "") -> Path:
-    """Writes side-by-side panels; each panel is {"series": {label: (xs, ys)}, "xlabel", "ylabel",
-    optional "logx"/"logy" (bool), optional "title"}."""
+def line_plot(path: str | Path, panels: Sequence[dict], title: str = "",
+              columns: int | None = None) -> Path:
+    """Writes panels side by side (`columns` per row, default all in one row); each panel is
+    {"series": {label: (xs, ys)}, "xlabel", "ylabel", optional "logx"/"logy" (bool), optional
+    "title"}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,8 +19,14 @@ def line_plot(path: str | Path, panels: Sequence[dict], title: str = "") -> Path
     labels = list(dict.fromkeys(label for panel in panels for label in panel["series"]))
     rows_of_legend = (len(labels) + 1) // 2
     height = 4.5 + 0.25 * rows_of_legend
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), height), squeeze=False)
-    for axis, panel in zip(axes[0], panels):
+    columns = columns or len(panels)
+    grid_rows = -(-len(panels) // columns)
+    panel_height = height - 0.25 * rows_of_legend
+    height = panel_height * grid_rows + 0.25 * rows_of_legend
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(6 * columns, height), squeeze=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, panel in zip(axes.flat, panels):
         series: Mapping = panel["series"]
         for label, (xs, ys) in series.items():
             axis.plot(xs, ys, marker="o", markersize=3, label=label)
@@ -31,7 +39,11 @@ def line_plot(path: str | Path, panels: Sequence[dict], title: str = "") -> Path
         if panel.get("title"):
             axis.set_title(panel["title"])
         axis.grid(True, alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
+    by_name = {}
+    for axis in axes.flat[:len(panels)]:  # panels may lack some series: gather every label
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            by_name.setdefault(name, handle)
+    names, handles = list(by_name), list(by_name.values())
     figure.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)
