@@ -35,8 +35,7 @@ index holds, build time, and the process's peak RSS while the system was built a
 The vectors are held once per size (float32, 64-byte aligned) and TensorFlow adopts that buffer
 through DLPack, so numpy, the exact variable and the IVF re-score share one copy. Sizes where two
 copies would not fit in --memory-budget-gb build FAISS and HNSW (which copy the vectors) after
-the others are freed, and build the IVF with `lean_build` (IVFIndex.build holds a float32 copy
-of the vectors in list order, 10 GB more at 10M).
+the others are freed.
 
 Writes DIR/ann.json (rows), DIR/ann.meta.json (commands, data, notes), DIR/ann.md (tables and
 the issue's target verdicts) and DIR/ann.png (recall@10 vs batch-1 latency). --merge keeps the
@@ -400,47 +399,8 @@ def ivf_nbytes(ivf: IVFIndex) -> dict[str, int]:
                 for v in (ivf.centroids, ivf.offsets, ivf.members, ivf.codes, ivf.lists)}
 
 
-def lean_build(ivf: IVFIndex, variable: tf.Variable, centroids: np.ndarray,
-               chunk: int = 65536) -> None:
-    """What `ivf.build` stores (centroids, lists, members, codes, offsets), written without its
-    transient float32 copy of the vectors in list order (N x D x 4 bytes beside the vectors:
-    25 GB at 10M x 256): the bf16 codes are cast and placed chunk by chunk into one buffer.
-    Search reads only these variables; drift statistics are not set."""
-    n = int(variable.shape[0])
-    dim = int(variable.shape[1])
-    ivf.centroids.assign(centroids)
-
-    @tf.function
-    def place():
-        vectors = tf.convert_to_tensor(variable)
-        points = tf.convert_to_tensor(ivf.centroids)
-        starts = tf.range(0, n, chunk)
-        nearest = tf.TensorArray(tf.int32, size=tf.size(starts), infer_shape=False,
-                                 element_shape=tf.TensorShape([None]))
-        for index in tf.range(tf.size(starts)):
-            scores = tf.matmul(vectors[starts[index]:starts[index] + chunk], points, transpose_b=True)
-            nearest = nearest.write(index, tf.argmax(scores, axis=1, output_type=tf.int32))
-        lists = nearest.concat()
-        order = tf.argsort(lists, stable=True)
-        codes = tf.zeros([n, dim], tf.bfloat16)
-        for index in tf.range(tf.size(starts)):
-            rows = order[starts[index]:starts[index] + chunk]
-            codes = tf.raw_ops.InplaceUpdate(
-                x=codes, i=tf.range(starts[index], starts[index] + tf.size(rows)),
-                v=tf.cast(tf.gather(vectors, rows), tf.bfloat16))
-        sizes = tf.math.bincount(lists, minlength=tf.shape(points)[0], dtype=tf.int32)
-        return lists, order, codes, tf.concat([[0], tf.cumsum(sizes)], axis=0)
-
-    lists, order, codes, offsets = place()
-    ivf.lists.assign(lists)
-    ivf.members.assign(order)
-    ivf.offsets.assign(offsets)
-    del lists, order, offsets
-    ivf.codes.assign(codes)
-
-
 def ivf_settings(variable: tf.Variable, data: Dataset, held: np.ndarray | None, lists: int,
-                 nprobes: list[int], iterations: int, seed: int, lean: bool = False) -> list[Setting]:
+                 nprobes: list[int], iterations: int, seed: int) -> list[Setting]:
     """k-means on a sample, IVFIndex.build over the variable, one setting per nprobe."""
     start = time.time()
     # train_centroids samples 64 points per list; only that sample needs to be in numpy.
@@ -454,17 +414,14 @@ def ivf_settings(variable: tf.Variable, data: Dataset, held: np.ndarray | None, 
     centroids = train_centroids(sample_source, lists, iterations=iterations, seed=seed)
     kmeans_s = time.time() - start
     ivf = IVFIndex(data.dim)
-    if lean:
-        lean_build(ivf, variable, centroids)
-    else:
-        ivf.build(tf.convert_to_tensor(variable), tf.constant(centroids))
+    ivf.build(tf.convert_to_tensor(variable), tf.constant(centroids))
     build_s = time.time() - start
     nbytes = ivf_nbytes(ivf)
     scan_mb = sum(nbytes.values()) / 2**20
     total_mb = scan_mb + variable.shape[0] * data.dim * 4 / 2**20
     logger.info("tfmmsearch-ivf: %d lists, k-means %.1f s + %s %.1f s; IVF structure %.0f MB "
                 "(+ float32 re-score %.0f MB): %s", lists, kmeans_s,
-                "lean build" if lean else "IVFIndex.build", build_s - kmeans_s, scan_mb,
+                "IVFIndex.build", build_s - kmeans_s, scan_mb,
                 total_mb - scan_mb, {k: round(v / 2**20, 1) for k, v in nbytes.items()})
 
     @tf.function(input_signature=[tf.TensorSpec([None, data.dim], tf.float32),
@@ -482,8 +439,7 @@ def ivf_settings(variable: tf.Variable, data: Dataset, held: np.ndarray | None, 
 
         settings.append(Setting("tfmmsearch-ivf", search, nprobe=nprobe, lists=lists,
                                 memory_mb=total_mb, scan_memory_mb=scan_mb, build_s=build_s,
-                                extra={"kmeans_s": round(kmeans_s, 2), "index": ivf,
-                                       "build": "lean" if lean else "IVFIndex.build"}))
+                                extra={"kmeans_s": round(kmeans_s, 2), "index": ivf}))
     return list({s.nprobe: s for s in settings}.values())
 
 
@@ -707,7 +663,6 @@ def rows_of(settings: list[Setting], results: dict[int, dict], data: Dataset, qu
             row.update(ef=setting.ef, M=setting.extra["M"], ef_construction=setting.extra["ef_construction"])
         if "kmeans_s" in setting.extra:
             row["kmeans_s"] = setting.extra["kmeans_s"]
-            row["ivf_build"] = setting.extra["build"]
         rows.append(row)
         logger.info("%-40s recall@10 %.3f @100 %.3f  b1 p50 %.2f p99 %.2f ms  b32 p50 %.2f ms  "
                     "%.0f MB  build %.1f s", setting.label, row["recall_at_10"], row["recall_at_100"],
@@ -750,16 +705,8 @@ def run_size(data: Dataset, args, systems: list[str], run_id: str, notes: list[s
             elif name == "numpy-exact":
                 made = [numpy_exact(numpy_held)]
             elif name == "tfmmsearch-ivf":
-                # IVFIndex.build holds a float32 copy of the vectors in list order beside them.
-                lean = args.ivf_build == "lean" or (args.ivf_build == "auto" and not together)
-                if lean:
-                    notes.append(f"tfmmsearch-ivf at N={data.n:,} built with the benchmark's lean "
-                                 "build (same variables; IVFIndex.build's transient float32 "
-                                 f"copy of {vector_mb / 1024:.1f} GB would not fit beside the "
-                                 "vectors and codes)")
                 made = [s for lists in list_counts for s in ivf_settings(
-                    variable, data, held, lists, nprobes(lists), args.ivf_iterations, args.seed,
-                    lean=lean)]
+                    variable, data, held, lists, nprobes(lists), args.ivf_iterations, args.seed)]
             elif name == "faiss-ivf":
                 made = [s for lists in list_counts for s in faiss_settings(
                     data, held, lists, faiss_probes(lists), args.threads, args.seed)]
@@ -982,9 +929,6 @@ def parse_args(argv=None):
     parser.add_argument("--ivf-lists", default="auto",
                         help="list counts for both IVFs; auto = default_list_count(N) (about sqrt N)")
     parser.add_argument("--ivf-iterations", type=int, default=10, help="k-means iterations")
-    parser.add_argument("--ivf-build", choices=("auto", "module", "lean"), default="auto",
-                        help="IVFIndex.build, or the benchmark's chunked build of the same "
-                             "variables (auto: lean where the vectors cannot be held twice)")
     parser.add_argument("--hnsw-m", type=int, default=16)
     parser.add_argument("--hnsw-ef-construction", type=int, default=100)
     parser.add_argument("--hnsw-ef", default="100,150,200,400,800", help="efSearch values (>= k = 100)")

@@ -96,17 +96,3 @@ def test_recall_counts_float_ties_at_the_kth_score_as_found():
     found = bench.recall(np.array([[0, 7, 0, -1]]), np.array([[0.9, 0.7 - 1e-7, 0.9, -np.inf]]),
                          truth_ids, truth_scores, 3)
     assert found == pytest.approx(2 / 3)
-
-
-def test_lean_build_stores_what_ivf_build_stores():
-    import numpy as np
-    import tensorflow as tf
-
-    vectors = bench.SyntheticData(2500, 16, 4, clusters=32).materialise()
-    centroids = bench.train_centroids(vectors, 20, seed=0)
-    variable = tf.Variable(vectors)
-    built, lean = bench.IVFIndex(16), bench.IVFIndex(16)
-    built.build(tf.constant(vectors), tf.constant(centroids))
-    bench.lean_build(lean, variable, centroids, chunk=1000)
-    for name in ("centroids", "lists", "members", "offsets", "codes"):
-        np.testing.assert_array_equal(getattr(lean, name).numpy(), getattr(built, name).numpy(), name)

@@ -88,6 +88,18 @@ def train_centroids(vectors: np.ndarray, lists: int, iterations: int = 10, seed:
     return centroids
 
 
+def _list_ordered_codes(vectors, order, starts):
+    """bfloat16 codes of `vectors` [N, D] in list order, filled chunk by chunk into one buffer:
+    no float32 copy of the whole matrix beside the caller's (10 GB more at 10M x 256)."""
+    codes = tf.zeros([tf.shape(vectors)[0], tf.shape(vectors)[1]], tf.bfloat16)
+    for chunk in tf.range(tf.size(starts)):
+        rows = order[starts[chunk]:starts[chunk] + PLACE_CHUNK]
+        codes = tf.raw_ops.InplaceUpdate(
+            x=codes, i=tf.range(starts[chunk], starts[chunk] + tf.size(rows)),
+            v=tf.cast(tf.gather(vectors, rows), tf.bfloat16))
+    return codes
+
+
 class IVFIndex(tf.Module):
     """Partition centroids and bfloat16 codes of items stored list by list, in variables."""
 
@@ -141,7 +153,7 @@ class IVFIndex(tf.Module):
         sizes = tf.math.bincount(lists, minlength=tf.shape(centroids)[0], dtype=tf.int32)
         self.lists.assign(lists)
         self.members.assign(order)
-        self.codes.assign(tf.cast(tf.gather(vectors, order), tf.bfloat16))
+        self.codes.assign(_list_ordered_codes(vectors, order, starts))
         self.offsets.assign(tf.concat([[0], tf.cumsum(sizes)], axis=0))
         self.cohesion.assign(tf.cond(size > 0, lambda: tf.reduce_mean(similarity.concat()),
                                      lambda: tf.constant(1.0)))
@@ -212,7 +224,7 @@ class IVFIndex(tf.Module):
     def nbytes(self) -> dict[str, int]:
         """Bytes each variable of the structure holds (for memory reports)."""
         return {variable.name.split("/")[-1].split(":")[0]:
-                int(np.prod(variable.shape)) * variable.dtype.size
+                int(tf.size(variable)) * variable.dtype.size
                 for variable in (self.centroids, self.offsets, self.members, self.codes,
                                  self.lists)}
 
