@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shlex
 import shutil
@@ -221,7 +222,7 @@ def quality(modules: dict, texts: list[str], nprobes: list[int]) -> dict:
 def markdown(summary: dict) -> str:
     lines = ["# IVF vs exact index, end to end (loaded SavedModel signatures)", "",
              f"Command: `{summary['command']}`", "",
-             f"Machine: {summary['machine']}. Model: {summary['config']} towers, D = "
+             f"Machine: {summary['machine']}, TF_ENABLE_ONEDNN_OPTS={summary.get('onednn')}. Model: {summary['config']} towers, D = "
              f"{summary['dim']}, untrained heads; index: {summary['items']} real Myntra "
              f"products and perturbed copies (cosine {COPY_COSINE}). IVF: lists "
              f"{summary['lists'] or 'about sqrt(N)'}, export nprobe {summary['nprobe']}.", ""]
@@ -291,6 +292,7 @@ def main(argv=None) -> int:
     summary = {"command": "python benchmarks/ivf_export.py " + shlex.join(argv or sys.argv[1:]),
                "machine": f"{platform.processor() or platform.machine()}, "
                           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
+               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0 (tfmmsearch's default)"),
                "config": args.config, "dim": int(base_rows.fields["embedding"].shape[1]),
                "items": len(products), "lists": args.lists, "nprobe": args.nprobe, "sizes": {}}
     nprobes = [int(n) for n in args.nprobes.split(",")]
