@@ -37,6 +37,7 @@ import tensorflow as tf
 from tfmmsearch.logs import setup_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ann import at_cosine, normalised  # noqa: E402  (the copies ann.py's Myntra data makes)
 from shop_search import TYPICAL_FILTERS, load_export, percentiles  # noqa: E402
 
 logger = logging.getLogger("benchmarks.ivf_export")
@@ -77,7 +78,7 @@ def make_runs(args, out: Path) -> dict[str, Path]:
 
 def perturbed_rows(rows, size: int, seed: int = 0):
     """`rows` and perturbed copies up to `size`: copy c of product p is `p~c`, its vectors at
-    cosine COPY_COSINE to p's (Gaussian noise, renormalised), every other field copied."""
+    cosine COPY_COSINE to p's (ann.py's construction), every other field copied."""
     from tfmmsearch.exporting.index_rows import IndexRows
 
     if size <= len(rows):
@@ -91,11 +92,8 @@ def perturbed_rows(rows, size: int, seed: int = 0):
     for name, values in rows.fields.items():
         taken = values[source]
         if name in ("embedding", "text", "image"):
-            dim = values.shape[1]
-            noise_sd = np.sqrt((1 / COPY_COSINE ** 2 - 1) / dim)
-            noisy = taken + rng.standard_normal(taken.shape, np.float32) * noise_sd
-            noisy /= np.maximum(np.linalg.norm(noisy, axis=1, keepdims=True), 1e-9)
-            taken = np.where((copy > 0)[:, None], noisy, taken).astype(np.float32)
+            copies = copy > 0
+            taken[copies] = at_cosine(normalised(taken[copies]), COPY_COSINE, rng)
         fields[name] = taken
     return IndexRows(ids, fields)
 
