@@ -196,25 +196,32 @@ def measure(args, modules: dict, texts: list[str], size: int, batch: int) -> dic
     return {"items": size, "batch": batch, "rounds": done, "timings": timings}
 
 
-def quality(modules: dict, texts: list[str], nprobes: list[int]) -> dict:
-    """Recall@10 of the IVF export against the exact one on the same index and queries."""
-    queries = tf.constant(texts[:256])
-    out = {}
-    for fusion in ("dense", "rrf"):
-        for module in modules.values():
-            module.fusion_type.assign(fusion)
-        out[f"search {fusion}"] = recall(modules["ivf"].signatures["serving_default"](query=queries)["product_ids"],
-                                         modules["exact"].signatures["serving_default"](query=queries)["product_ids"])
-    exact = modules["exact"].signatures["retrieve"](query=queries)["product_ids"]
-    out["retrieve"] = recall(modules["ivf"].signatures["retrieve"](query=queries)["product_ids"], exact)
-    embedding = modules["exact"].signatures["embed_query"](query=queries)["embedding"]
-    for n in nprobes:
-        found = modules["ivf"].signatures["retrieve_embedding"](
-            embedding=embedding, nprobe=tf.fill([len(texts[:256])], n))["product_ids"]
-        out[f"retrieve_embedding nprobe={n}"] = recall(found, exact)
+def quality(modules: dict, texts: list[str], nprobes: list[int], batch: int = 32) -> dict:
+    """Recall@10 of the IVF export against the exact one on the same index and queries (in
+    batches: a [B, N] score block of 256 queries over 1M items is 1 GB per intermediate)."""
+    found = {}
+
+    def add(name, got, want):
+        found.setdefault(name, []).append(recall(got, want))
+
+    for first in range(0, min(len(texts), 256), batch):
+        queries = tf.constant(texts[first:first + batch])
+        for fusion in ("dense", "rrf"):
+            for module in modules.values():
+                module.fusion_type.assign(fusion)
+            add(f"search {fusion}",
+                modules["ivf"].signatures["serving_default"](query=queries)["product_ids"],
+                modules["exact"].signatures["serving_default"](query=queries)["product_ids"])
+        exact = modules["exact"].signatures["retrieve"](query=queries)["product_ids"]
+        add("retrieve", modules["ivf"].signatures["retrieve"](query=queries)["product_ids"], exact)
+        embedding = modules["exact"].signatures["embed_query"](query=queries)["embedding"]
+        for n in nprobes:
+            add(f"retrieve_embedding nprobe={n}", modules["ivf"].signatures["retrieve_embedding"](
+                embedding=embedding, nprobe=tf.fill([int(queries.shape[0])], n))["product_ids"],
+                exact)
     for module in modules.values():
         module.fusion_type.assign("dense")
-    return out
+    return {name: float(np.mean(values)) for name, values in found.items()}
 
 
 def markdown(summary: dict) -> str:
