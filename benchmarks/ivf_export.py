@@ -229,7 +229,8 @@ def markdown(summary: dict) -> str:
              f"Command: `{summary['command']}`", "",
              f"Machine: {summary['machine']}, TF_ENABLE_ONEDNN_OPTS={summary.get('onednn')}. Model: {summary['config']} towers, D = "
              f"{summary['dim']}, untrained heads; index: {summary['items']} real Myntra "
-             f"products and perturbed copies (cosine {COPY_COSINE}). IVF: lists "
+             f"products and perturbed copies (cosine {COPY_COSINE}); dense vectors: "
+             f"{summary.get('item_vectors')}. IVF: lists "
              f"{summary['lists'] or 'about sqrt(N)'}, export nprobe {summary['nprobe']}.", ""]
     for size, entry in summary["sizes"].items():
         lines += [f"## {int(size):,} items", "",
@@ -271,6 +272,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lists", type=int, default=0, help="IVF lists (0: about sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=16, help="the IVF export's nprobe")
     parser.add_argument("--nprobes", default="4,16,64", help="retrieve_embedding nprobe values")
+    parser.add_argument("--item-vectors", type=Path, default=None,
+                        help="[M, D] .npy of real item vectors (e.g. ann.py's cached Myntra "
+                             "MiniLM title vectors) to stand for the untrained model's "
+                             "embeddings in the dense index: an untrained item tower maps "
+                             "every product to nearly one direction, a degenerate IVF")
     parser.add_argument("--rounds-1", type=int, default=30)
     parser.add_argument("--rounds-32", type=int, default=10)
     parser.add_argument("--budget-s", type=float, default=240, help="per size and batch")
@@ -292,6 +298,9 @@ def main(argv=None) -> int:
                 for kind in KINDS}
     modules = {kind: load_export(path) for kind, path in versions.items()}
     base_rows = read_index(modules["exact"])
+    if args.item_vectors:  # realistic geometry for the dense index (see --item-vectors)
+        vectors = normalised(np.load(args.item_vectors).astype(np.float32))
+        base_rows.fields["embedding"] = vectors[np.arange(len(base_rows)) % len(vectors)]
     texts = query_texts(args.queries or Path(config.data.catalog_dir or ".") / "search_log.jsonl",
                         products)
     summary = {"command": "python benchmarks/ivf_export.py " + shlex.join(argv or sys.argv[1:]),
@@ -299,6 +308,7 @@ def main(argv=None) -> int:
                           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0 (tfmmsearch's default)"),
                "config": args.config, "dim": int(base_rows.fields["embedding"].shape[1]),
+               "item_vectors": str(args.item_vectors or "the model's"),
                "items": len(products), "lists": args.lists, "nprobe": args.nprobe, "sizes": {}}
     nprobes = [int(n) for n in args.nprobes.split(",")]
     for size in [int(s) for s in args.sizes.split(",")]:

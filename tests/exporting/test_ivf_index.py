@@ -123,3 +123,36 @@ def test_an_empty_index_answers_with_padding():
     variable = tf.Variable(np.zeros((0, DIM), np.float32), shape=tf.TensorShape([None, DIM]))
     scores, positions = _search(index, variable, np.ones((2, DIM), np.float32), 5, 4)
     assert positions.shape == (2, 5) and np.all(positions == -1) and np.all(np.isneginf(scores))
+
+
+def test_the_scan_finds_the_best_items_of_the_probed_lists(built):
+    """Below the exact-scoring threshold the scan returns, per query, exactly the best items
+    among the members of its nprobe nearest lists (bf16 scan, float32 re-score)."""
+    index, vectors, variable, queries = built
+    nprobe = 3  # 3 of 55 lists: far below a quarter of the index
+    scores, positions = _search(index, variable, queries, 10, nprobe)
+    lists = index.lists.numpy()
+    nearest = np.argsort(-(queries @ index.centroids.numpy().T), axis=1)[:, :nprobe]
+    for row in range(len(queries)):
+        members = np.flatnonzero(np.isin(lists, nearest[row]))
+        assert len(members) < len(vectors) // 4
+        expected = members[np.argsort(-(vectors[members] @ queries[row]), kind="stable")][:10]
+        np.testing.assert_array_equal(positions[row], expected)
+        np.testing.assert_allclose(scores[row], vectors[expected] @ queries[row], rtol=1e-5)
+
+
+def test_probes_wider_than_a_quarter_of_the_index_are_scored_exactly():
+    """One list holding almost everything (a catalog the centroids no longer fit): exact
+    scoring, not a [B, M, D] gather of nearly the whole index per query."""
+    vectors = _clustered(2000, 20, seed=4)
+    index = IVFIndex(DIM)
+    index.build(tf.constant(vectors), tf.constant(train_centroids(vectors, 20, seed=0)))
+    crowded = np.concatenate([vectors[:50], _clustered(1950, 1, seed=8)])
+    index.place(tf.constant(crowded))
+    # One query probes the crowded list; the others, from the old clusters, have neighbours
+    # in lists they do not probe: only exact scoring of the whole batch finds those.
+    queries = np.concatenate([_clustered(1, 1, seed=8), _clustered(2007, 20, seed=4)[2000:]])
+    scores, positions = _search(index, tf.Variable(crowded), queries, 10, 1)
+    exact = queries @ crowded.T
+    for row in range(len(queries)):
+        np.testing.assert_array_equal(positions[row], np.argsort(-exact[row], kind="stable")[:10])

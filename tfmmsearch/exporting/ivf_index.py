@@ -29,6 +29,8 @@ from tfmmsearch.exporting.variable_reads import gather_rows, resizable_variable
 
 _EXCLUDED = float("-inf")
 PLACE_CHUNK = 16384  # rows per nearest-centroid matmul: [chunk, L] floats, not [N, L]
+# A batch whose widest probe covers more than 1/EXACT_FROM_SHARE of the index is scored exactly.
+EXACT_FROM_SHARE = 4
 # A rebuild pays once the lists are this much more uneven than k-means left them, or items sit
 # this much further (mean cosine) from their centroids.
 REBUILD_IMBALANCE_GROWTH = 2.0
@@ -98,6 +100,22 @@ def _list_ordered_codes(vectors, order, starts):
             x=codes, i=tf.range(starts[chunk], starts[chunk] + tf.size(rows)),
             v=tf.cast(tf.gather(vectors, rows), tf.bfloat16))
     return codes
+
+
+def _exact_top(queries, vectors, k, allowed=None):
+    """`IVFIndex.search`'s outputs from scoring every item exactly."""
+    scores = tf.matmul(queries, vectors, transpose_b=True)
+    if allowed is not None:
+        scores = tf.where(allowed, scores, _EXCLUDED)
+    best = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(scores)[1]))
+    return _padded(best.values, tf.where(best.values > _EXCLUDED, best.indices, -1), k)
+
+
+def _padded(scores, positions, k):
+    """[B, k' <= k] results padded to [B, k] with score -inf and position -1."""
+    missing = tf.maximum(k - tf.shape(positions)[1], 0)
+    return (tf.pad(scores, [[0, 0], [0, missing]], constant_values=_EXCLUDED),
+            tf.pad(positions, [[0, 0], [0, missing]], constant_values=-1))
 
 
 class IVFIndex(tf.Module):
@@ -194,11 +212,22 @@ class IVFIndex(tf.Module):
 
         `vectors` [N, D]: the items' float32 vectors (item order) for the re-score. `allowed`
         [B, N] bool: only these items may be returned (a filter). `rescore`: how many of the
-        bf16 scan's best are re-scored exactly (default 2k). Call inside a tf.function.
+        bf16 scan's best are re-scored exactly (default 2k). A batch that would scan more than
+        a quarter of the index (lists grown very uneven) is scored exactly instead. Call
+        inside a tf.function.
         """
         queries = tf.convert_to_tensor(queries, tf.float32)
         k = tf.cast(k, tf.int32)
         slots = self._probed(queries, nprobe)
+        # Lists so uneven (or nprobe so high) that a query would scan a large share of the
+        # index: exact scoring costs no more there, and the [B, M, D] gather could not fit.
+        return tf.cond(
+            tf.shape(slots)[1] > tf.shape(vectors)[0] // EXACT_FROM_SHARE,
+            lambda: _exact_top(queries, vectors, k, allowed),
+            lambda: self._scan(queries, vectors, k, slots, allowed, rescore))
+
+    def _scan(self, queries, vectors, k, slots, allowed, rescore):
+        """`search` over the probed `slots` [B, M]."""
         listed = slots >= 0
         slots = tf.maximum(slots, 0)
         codes = gather_rows(self.codes, slots)  # [B, M, D]
@@ -216,10 +245,7 @@ class IVFIndex(tf.Module):
         exact = tf.where(short.values > _EXCLUDED, exact, _EXCLUDED)
         best = tf.math.top_k(exact, k=tf.minimum(k, tf.shape(exact)[1]))
         found = tf.gather(short_positions, best.indices, batch_dims=1)
-        found = tf.where(best.values > _EXCLUDED, found, -1)
-        missing = tf.maximum(k - tf.shape(found)[1], 0)
-        return (tf.pad(best.values, [[0, 0], [0, missing]], constant_values=_EXCLUDED),
-                tf.pad(found, [[0, 0], [0, missing]], constant_values=-1))
+        return _padded(best.values, tf.where(best.values > _EXCLUDED, found, -1), k)
 
     def nbytes(self) -> dict[str, int]:
         """Bytes each variable of the structure holds (for memory reports)."""
