@@ -431,7 +431,7 @@ class SearchModule(tf.Module):
     @tf.function(input_signature=input_signature("retrieve"))
     def retrieve(self, query):
         """Top-K by embedding similarity alone (exact, or through the IVF index)."""
-        return self._retrieved(query, self._query_embedding(query))
+        return self._retrieved(has_text_tensor(query), self._query_embedding(query))
 
     @tf.function(input_signature=input_signature("retrieve_embedding"))
     def retrieve_embedding(self, embedding, nprobe):
@@ -449,17 +449,13 @@ class SearchModule(tf.Module):
         has_vector = tf.reduce_any(tf.not_equal(embedding, 0.0), axis=1)
         return self._retrieved(has_vector, embedding, nprobe)
 
-    def _retrieved(self, query_or_has_text, embedding, nprobe=None):
-        """`retrieve`'s outputs for query embeddings; queries without text (or an all-zero
-        embedding, given as a bool [B] mask) find nothing."""
+    def _retrieved(self, has_input, embedding, nprobe=None):
+        """`retrieve`'s outputs for query embeddings [B, D]; rows where `has_input` [B] is
+        False (a query without text, an all-zero embedding) find nothing."""
         positions, scores = self._dense_list(embedding, self.top_k, nprobe=nprobe)
-        ids = tf.where(scores > float("-inf"), gather_rows(self.index.product_ids, positions), "")
-        if query_or_has_text.dtype == tf.bool:
-            has = query_or_has_text[:, None]
-            return {"product_ids": tf.where(has, ids, ""),
-                    "scores": tf.where(has, scores, float("-inf"))}
-        ids, scores, _ = self._found_nothing(query_or_has_text, ids, scores)
-        return {"product_ids": ids, "scores": scores}
+        real = tf.logical_and(scores > float("-inf"), has_input[:, None])
+        return {"product_ids": tf.where(real, gather_rows(self.index.product_ids, positions), ""),
+                "scores": tf.where(real, scores, float("-inf"))}
 
     @tf.function(input_signature=input_signature("rank"))
     def rank(self, query, product_ids):
