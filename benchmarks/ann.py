@@ -533,46 +533,24 @@ def hnsw_settings(data: Dataset, held: np.ndarray | None, m: int, ef_constructio
 
 def profile_ivf(ivf: IVFIndex, variable: tf.Variable, queries: np.ndarray, nprobe: int,
                 batch: int, repeats: int) -> dict[str, float]:
-    """Where one `ivf.search` call spends its time: the search's steps as prefixes (each
-    function runs the steps up to one more, returning a scalar so nothing is skipped), so a
-    step's cost is the difference of two prefixes' p50. Mirrors IVFIndex.search's ops."""
-    k = K
-    bf16 = tf.bfloat16
+    """Where one `ivf.search` call spends its time: its steps (IVFIndex.probe_ranges, then
+    scan_lists, then the rest of search) as prefixes, each returning a scalar so nothing is
+    skipped; a step's cost is the difference of two prefixes' p50."""
 
     def steps(q, upto):
-        probe = tf.math.top_k(tf.matmul(q, ivf.centroids, transpose_b=True), k=nprobe).indices
+        starts, ends = ivf.probe_ranges(q, nprobe)
         if upto == 1:
-            return tf.reduce_sum(probe)
-        slots = ivf._probed(q, nprobe)
-        listed = slots >= 0
-        slots = tf.maximum(slots, 0)
+            return tf.cast(tf.reduce_sum(ends - starts), tf.float32)
         if upto == 2:
-            return tf.reduce_sum(slots)
-        codes = tf.gather(tf.convert_to_tensor(ivf.codes), slots)
-        if upto == 3:
-            return tf.reduce_sum(tf.cast(codes[:, :, 0], tf.float32))
-        approximate = tf.cast(tf.einsum("bmd,bd->bm", codes, tf.cast(q, bf16)), tf.float32)
-        positions = tf.gather(tf.convert_to_tensor(ivf.members), slots)
-        approximate = tf.where(listed, approximate, float("-inf"))
-        if upto == 4:
-            return tf.reduce_sum(approximate[:, 0]) + tf.cast(tf.reduce_sum(positions[:, 0]), tf.float32)
-        short = tf.math.top_k(approximate, k=tf.minimum(2 * k, tf.shape(slots)[1]))
-        short_positions = tf.gather(positions, short.indices, batch_dims=1)
-        if upto == 5:
-            return tf.reduce_sum(short_positions)
-        rows = tf.gather(tf.convert_to_tensor(variable), short_positions)
-        exact = tf.squeeze(tf.matmul(rows, q[:, :, None]), axis=2)
-        if upto == 6:
-            return tf.reduce_sum(exact)
-        best = tf.math.top_k(exact, k=k)
-        return tf.reduce_sum(best.values)
+            scores, positions = ivf.scan_lists(q, starts, ends)
+            return tf.reduce_max(scores) + tf.cast(tf.reduce_max(positions), tf.float32)
+        return tf.reduce_max(ivf.search(q, variable, K, nprobe)[0])
 
-    names = ["score centroids + top_k(nprobe)", "probed slots (ragged ranges -> dense)",
-             "gather bf16 codes [B, M, D]", "bf16 scan (einsum) + member positions",
-             "top_k short list (2k)", "gather float32 rows + exact re-score", "final top_k"]
+    names = ["score centroids + top_k(nprobe)", "scan the probed lists (in-place slices)",
+             "short list top_k + exact float32 re-score + final top_k"]
     spec = tf.TensorSpec([None, queries.shape[1]], tf.float32)
     functions = [tf.function(lambda q, upto=upto: steps(q, upto), input_signature=[spec])
-                 for upto in range(1, 8)]
+                 for upto in range(1, 4)]
     batches = [tf.constant(queries[(np.arange(batch) + i * batch) % len(queries)]) for i in range(repeats)]
     for function in functions:
         function(batches[0])
@@ -596,13 +574,27 @@ def profile_ivf(ivf: IVFIndex, variable: tf.Variable, queries: np.ndarray, nprob
     for name, value in zip(names, p50):
         out[name] = round(value - previous, 3)
         previous = value
-    scanned = float(tf.reduce_mean(tf.cast(tf.reduce_sum(tf.cast(ivf._probed(batches[0], nprobe) >= 0,
-                                                                  tf.int32), axis=1), tf.float32)))
+    starts, ends = ivf.probe_ranges(batches[0], nprobe)
+    scanned = float(tf.reduce_mean(tf.cast(tf.reduce_sum(ends - starts, axis=1), tf.float32)))
     out["rows scanned per query"] = round(scanned, 0)
     return out
 
 
 # --------------------------------------------------------------------------- measuring
+
+def tf_call_floor_ms(dim: int, calls: int = 200) -> float:
+    """p50 ms of calling a tf.function that returns its [1, dim] input (read back as numpy,
+    as every system's search is): what any in-graph search pays before doing any work."""
+    identity = tf.function(tf.identity, input_signature=[tf.TensorSpec([None, dim], tf.float32)])
+    query = tf.constant(np.zeros([1, dim], np.float32))
+    identity(query)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        identity(query).numpy()
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 3)
+
 
 def timed(search, queries) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     start = time.perf_counter()
@@ -990,6 +982,10 @@ def main(argv=None) -> int:
                        f"{tf.__version__}")
     run = {"id": run_id, "command": command, "data": {}, "notes": list(args.note), "profiles": []}
     meta["runs"].append(run)
+    floor_ms = tf_call_floor_ms(args.dim)
+    run["tf_call_floor_ms_b1"] = floor_ms
+    run["notes"].append(f"TensorFlow's per-call floor here: a tf.function returning its [1, {args.dim}] "
+                        f"query, p50 {floor_ms:.2f} ms at batch 1 (no index search in TF can be faster)")
     sources = myntra_sources(args, args.dim) if "myntra" in args.data else None
     rows = []
     for name in args.data:

@@ -68,6 +68,7 @@ def test_report_names_the_command_and_judges_the_targets_from_the_rows(tiny_run)
     report = (out / "ann.md").read_text()
     assert "python benchmarks/ann.py " + " ".join(argv) in report
     assert "## synthetic, N = 3,000" in report and "## Targets" in report
+    assert "TensorFlow's per-call floor here" in report  # what a batch-1 search cannot beat
     assert (out / "ann.png").stat().st_size > 0
     rows = json.loads((out / "ann.json").read_text())
     exact = next(row for row in rows if row["system"] == "exact-in-graph")

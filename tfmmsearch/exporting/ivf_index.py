@@ -7,11 +7,11 @@ top_k, gather and ragged ranges:
 
 - partition centroids [L, D] are learned by spherical k-means (numpy, at index time,
   `train_centroids`); every item belongs to the list of its nearest centroid;
-- items are stored list-contiguous as bfloat16 codes (half the bytes of float32; on these CPUs
-  a bf16 batch matmul over gathered rows was faster than int8 codes cast to float32), with
+- items are stored list-contiguous as bfloat16 codes (half the bytes of float32), with
   `offsets` [L + 1] where each list starts and `members` the item position of each stored row;
 - a query scores the centroids, probes the best `nprobe` lists, scores their members from the
-  codes, keeps a short list and re-scores it exactly in float32 from the caller's item vectors.
+  codes (each list read in place as one slice), keeps a short list and re-scores it exactly in
+  float32 from the caller's item vectors.
 
 Centroids stay fixed between rebuilds: `place` puts a changed catalog (upserts, deletes) in the
 lists of its nearest centroids, and `drift` says when the lists have moved far enough from what
@@ -31,6 +31,8 @@ _EXCLUDED = float("-inf")
 PLACE_CHUNK = 16384  # rows per nearest-centroid matmul: [chunk, L] floats, not [N, L]
 # A batch whose widest probe covers more than 1/EXACT_FROM_SHARE of the index is scored exactly.
 EXACT_FROM_SHARE = 4
+# (query, list) pairs scanned at once: 10 was fastest of 1, 2, 10 and 32 at 1M x batch 32.
+PARALLEL_PAIRS = 10
 # A rebuild pays once the lists are this much more uneven than k-means left them, or items sit
 # this much further (mean cosine) from their centroids.
 REBUILD_IMBALANCE_GROWTH = 2.0
@@ -193,17 +195,49 @@ class IVFIndex(tf.Module):
                 "cohesion": tf.identity(self.cohesion),
                 "built_cohesion": tf.identity(self.built_cohesion), "rebuild": rebuild}
 
-    def _probed(self, queries, nprobe):
-        """Stored-row slots of the lists each query probes: [B, M] int32, -1 past its own."""
+    def probe_ranges(self, queries, nprobe):
+        """The stored-row range [start, end) of each list each query probes: two [B, P]."""
         lists = tf.size(self.offsets) - 1
         nprobe = tf.minimum(tf.maximum(tf.cast(nprobe, tf.int32), 1), tf.maximum(lists, 0))
         probe = tf.math.top_k(tf.matmul(queries, self.centroids, transpose_b=True),
                               k=nprobe).indices
         offsets = tf.convert_to_tensor(self.offsets)
-        starts, ends = tf.gather(offsets, probe), tf.gather(offsets, probe + 1)
-        slots = tf.ragged.range(tf.reshape(starts, [-1]), tf.reshape(ends, [-1])).values
+        return tf.gather(offsets, probe), tf.gather(offsets, probe + 1)
+
+    def scan_lists(self, queries, starts, ends):
+        """Approximate scores and item positions of every row of the probed lists: [B, M]
+        each (M: the most rows a query of the batch probes), score -inf / position -1 past a
+        query's own rows.
+
+        One (query, list) pair at a time: a list is a contiguous slice of the codes, which TF
+        reads in place (no copy), cast to float32 block by block for the matvec. Gathering
+        the probed rows into one padded [B, M, D] block instead copied every row once more
+        and scored the padding: 5x slower at batch 32 (benchmarks/RESULTS.md).
+        """
+        probes = tf.shape(starts)[1]
+        pair_starts, pair_ends = tf.reshape(starts, [-1]), tf.reshape(ends, [-1])
+        pair_query = tf.repeat(tf.range(tf.shape(queries)[0]), probes)
+        codes = tf.convert_to_tensor(self.codes)
+        members = tf.convert_to_tensor(self.members)
+        pairs = tf.size(pair_starts)
+        scores = tf.TensorArray(tf.float32, size=pairs, infer_shape=False,
+                                element_shape=tf.TensorShape([None]))
+        positions = tf.TensorArray(tf.int32, size=pairs, infer_shape=False,
+                                   element_shape=tf.TensorShape([None]))
+
+        def scan_pair(pair, scores, positions):
+            first, last = pair_starts[pair], pair_ends[pair]
+            block = tf.cast(codes[first:last], tf.float32)
+            return (pair + 1,
+                    scores.write(pair, tf.linalg.matvec(block, queries[pair_query[pair]])),
+                    positions.write(pair, members[first:last]))
+
+        _, scores, positions = tf.while_loop(
+            lambda pair, *_: pair < pairs, scan_pair, [0, scores, positions],
+            parallel_iterations=PARALLEL_PAIRS)
         per_query = tf.reduce_sum(ends - starts, axis=1)
-        return tf.RaggedTensor.from_row_lengths(slots, per_query).to_tensor(default_value=-1)
+        return (tf.RaggedTensor.from_row_lengths(scores.concat(), per_query).to_tensor(_EXCLUDED),
+                tf.RaggedTensor.from_row_lengths(positions.concat(), per_query).to_tensor(-1))
 
     def search(self, queries, vectors, k, nprobe, allowed=None, rescore=None):
         """The best `k` items of the `nprobe` lists nearest each query: exact float32 scores
@@ -212,35 +246,29 @@ class IVFIndex(tf.Module):
 
         `vectors` [N, D]: the items' float32 vectors (item order) for the re-score. `allowed`
         [B, N] bool: only these items may be returned (a filter). `rescore`: how many of the
-        bf16 scan's best are re-scored exactly (default 2k). A batch that would scan more than
-        a quarter of the index (lists grown very uneven) is scored exactly instead. Call
-        inside a tf.function.
+        scan's best are re-scored exactly (default 2k). A batch in which one query would scan
+        more than a quarter of the index (lists grown very uneven) is scored exactly instead.
+        Call inside a tf.function.
         """
         queries = tf.convert_to_tensor(queries, tf.float32)
         k = tf.cast(k, tf.int32)
-        slots = self._probed(queries, nprobe)
-        # Lists so uneven (or nprobe so high) that a query would scan a large share of the
-        # index: exact scoring costs no more there, and the [B, M, D] gather could not fit.
+        starts, ends = self.probe_ranges(queries, nprobe)
+        widest = tf.reduce_max(tf.concat([tf.reduce_sum(ends - starts, axis=1), [0]], axis=0))
         return tf.cond(
-            tf.shape(slots)[1] > tf.shape(vectors)[0] // EXACT_FROM_SHARE,
+            widest > tf.shape(vectors)[0] // EXACT_FROM_SHARE,
             lambda: _exact_top(queries, vectors, k, allowed),
-            lambda: self._scan(queries, vectors, k, slots, allowed, rescore))
+            lambda: self._rescored(queries, vectors, k, starts, ends, allowed, rescore))
 
-    def _scan(self, queries, vectors, k, slots, allowed, rescore):
-        """`search` over the probed `slots` [B, M]."""
-        listed = slots >= 0
-        slots = tf.maximum(slots, 0)
-        codes = gather_rows(self.codes, slots)  # [B, M, D]
-        approximate = tf.cast(tf.einsum("bmd,bd->bm", codes, tf.cast(queries, tf.bfloat16)),
-                              tf.float32)
-        positions = gather_rows(self.members, slots)
+    def _rescored(self, queries, vectors, k, starts, ends, allowed, rescore):
+        """`search` over the probed lists: scan, keep the best `rescore`, re-score exactly."""
+        approximate, positions = self.scan_lists(queries, starts, ends)
         if allowed is not None:
-            listed = tf.logical_and(listed, tf.gather(allowed, positions, batch_dims=1))
-        approximate = tf.where(listed, approximate, _EXCLUDED)
+            approximate = tf.where(
+                tf.gather(allowed, tf.maximum(positions, 0), batch_dims=1), approximate, _EXCLUDED)
         short = tf.math.top_k(approximate, k=tf.minimum(
-            tf.cast(2 * k if rescore is None else rescore, tf.int32), tf.shape(slots)[1]))
+            tf.cast(2 * k if rescore is None else rescore, tf.int32), tf.shape(approximate)[1]))
         short_positions = tf.gather(positions, short.indices, batch_dims=1)
-        exact = tf.squeeze(tf.matmul(gather_rows(vectors, short_positions),
+        exact = tf.squeeze(tf.matmul(gather_rows(vectors, tf.maximum(short_positions, 0)),
                                      queries[:, :, None]), axis=2)
         exact = tf.where(short.values > _EXCLUDED, exact, _EXCLUDED)
         best = tf.math.top_k(exact, k=tf.minimum(k, tf.shape(exact)[1]))
