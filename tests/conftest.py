@@ -164,3 +164,12 @@ def exported_subset(tiny_run, tmp_path_factory):
     assert len(products) == 40
     base = tmp_path_factory.mktemp("export_subset") / "tiny"
     return export(tiny_run, base_dir=base, top_k=100, products=products), products
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files marked slow run first. `make test` gives each xdist worker whole files, in
+    collection order: a long file collected last would leave one worker running it alone."""
+    first_seen = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(item.path, (item.get_closest_marker("slow") is None, index))
+    items.sort(key=lambda item: first_seen[item.path])

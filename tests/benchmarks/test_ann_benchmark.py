@@ -97,3 +97,19 @@ def test_recall_counts_float_ties_at_the_kth_score_as_found():
     found = bench.recall(np.array([[0, 7, 0, -1]]), np.array([[0.9, 0.7 - 1e-7, 0.9, -np.inf]]),
                          truth_ids, truth_scores, 3)
     assert found == pytest.approx(2 / 3)
+
+
+def test_a_merged_report_keeps_profiles_of_earlier_steps_in_their_own_table(tmp_path):
+    row = {"system": "exact-in-graph", "data": "synthetic", "n": 10, "nprobe": None, "lists": None,
+           "recall_at_10": 1.0, "recall_at_100": 1.0, "p50_ms_b1": 1.0, "p99_ms_b1": 1.0,
+           "p50_ms_b32": 1.0, "memory_mb": 1.0, "build_s": 0.0}
+    profile = {"data": "synthetic", "n": 10, "lists": 3, "nprobe": 2, "batch": 1}
+    meta = {"machine": "test", "runs": [
+        {"id": "old", "command": "a", "wall_s": 1, "data": {}, "profiles": [
+            dict(profile, ms={"gather": 1.5})]},
+        {"id": "new", "command": "b", "wall_s": 1, "data": {}, "profiles": [
+            dict(profile, ms={"scan": 0.5, "re-score": 0.25})]}]}
+    bench.write_markdown(tmp_path / "ann.md", [row], meta)
+    report = (tmp_path / "ann.md").read_text()
+    assert "| old | synthetic | 10 | 3 | 2 | 1 | 1.5 |" in report
+    assert "| new | synthetic | 10 | 3 | 2 | 1 | 0.5 | 0.25 |" in report
