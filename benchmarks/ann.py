@@ -602,6 +602,9 @@ def timed(search, queries) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     return time.perf_counter() - start, out
 
 
+SETTLE_S = 0.3
+
+
 def measure(settings: list[Setting], data: Dataset, truth, rounds: int, batches: int,
             query_count: int) -> dict[int, dict]:
     """Recall and latency of each setting; rounds interleave the settings (each round runs
@@ -626,6 +629,9 @@ def measure(settings: list[Setting], data: Dataset, truth, rounds: int, batches:
     for round_index in range(rounds):
         round_start = time.time()
         for position, setting in enumerate(settings):
+            # numpy's OpenBLAS and FAISS's OpenMP workers spin for a while after a call; let
+            # them sleep so they do not take the cores from the next setting measured.
+            time.sleep(SETTLE_S)
             b1 = [timed(setting.search, queries[q:q + 1])[0] for q in range(len(queries))]
             b32 = [timed(setting.search, queries[rows])[0] for rows in batch_rows]
             results[position]["b1"].append(float(np.percentile(b1, 50)) * 1000)
