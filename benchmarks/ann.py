@@ -395,7 +395,7 @@ def ivf_nbytes(ivf: IVFIndex) -> dict[str, int]:
     try:
         return ivf.nbytes()
     except TypeError:
-        return {v.name.split(":")[0]: int(tf.size(v)) * v.dtype.size
+        return {v.name.split(":")[0]: int(tf.size(v, out_type=tf.int64)) * v.dtype.size
                 for v in (ivf.centroids, ivf.offsets, ivf.members, ivf.codes, ivf.lists)}
 
 

@@ -125,7 +125,7 @@ def index_bytes(module) -> dict[str, int]:
             values = variable.numpy().reshape(-1)
             sizes[name] = int(sum(len(v) for v in values) + 24 * len(values))
         else:
-            sizes[name] = int(tf.size(variable)) * variable.dtype.size
+            sizes[name] = int(tf.size(variable, out_type=tf.int64)) * variable.dtype.size
     return sizes
 
 

@@ -278,7 +278,7 @@ class IVFIndex(tf.Module):
     def nbytes(self) -> dict[str, int]:
         """Bytes each variable of the structure holds (for memory reports)."""
         return {variable.name.split("/")[-1].split(":")[0]:
-                int(tf.size(variable)) * variable.dtype.size
+                int(tf.size(variable, out_type=tf.int64)) * variable.dtype.size
                 for variable in (self.centroids, self.offsets, self.members, self.codes,
                                  self.lists)}
 
