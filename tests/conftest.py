@@ -167,9 +167,10 @@ def exported_subset(tiny_run, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files marked slow run first. `make test` gives each xdist worker whole files, in
-    collection order: a long file collected last would leave one worker running it alone."""
+    """Files marked slow or heavy run first. `make test` gives each xdist worker whole files,
+    in collection order: a long file collected last would leave one worker running it alone."""
     first_seen = {}
     for index, item in enumerate(items):
-        first_seen.setdefault(item.path, (item.get_closest_marker("slow") is None, index))
+        long = item.get_closest_marker("slow") or item.get_closest_marker("heavy")
+        first_seen.setdefault(item.path, (long is None, index))
     items.sort(key=lambda item: first_seen[item.path])

@@ -7,6 +7,8 @@ import pytest
 
 from tfmmsearch.cli import build_parser, main
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 COMMANDS = [["demo"], ["train"], ["evaluate"], ["export"], ["index"], ["query"], ["data", "validate"],
             ["data", "validate-log"],
             ["data", "synthesize"], ["data", "prepare"], ["hub", "list"], ["hub", "build"]]

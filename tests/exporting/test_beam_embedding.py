@@ -28,6 +28,8 @@ from tfmmsearch.exporting.export import embed_catalog
 from tfmmsearch.exporting.index_rows import export_attribute_columns, product_hashes, read_index
 from tfmmsearch.exporting.updates import EMBEDDED_IDS, IndexUpdate, plan_update
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 MULTI_PROCESS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 IN_MEMORY = ("--direct_num_workers=1", "--direct_running_mode=in_memory")
 

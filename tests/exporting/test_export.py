@@ -15,6 +15,8 @@ from tfmmsearch.exporting import export as export_lib
 from tfmmsearch.contract import SIGNATURE_ALIASES, SIGNATURE_INPUTS, UNKNOWN_SCORE, list_versions
 from tfmmsearch.exporting.export import LOCK_FILE
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 QUERIES = ["black caps", "red dress for women", ""]
 
 

@@ -15,6 +15,8 @@ from tfmmsearch.data.bm25 import BM25Index
 from tfmmsearch.exporting.index_rows import read_index
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, word_ids
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 QUERIES = ["black caps", "red dress for women", "blue shoes", "white tshirt men"]
 CANDIDATES = 10  # export.hybrid.candidates of the shop export (tests/exporting/conftest.py)
 

@@ -15,6 +15,8 @@ from tfmmsearch.exporting.index_rows import content_hash, read_index, write_inde
 from tfmmsearch.exporting.updates import IndexUpdate, plan_update, read_ids_file, read_patch_file
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, word_ids
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 QUERIES = ["black caps", "red dress for women", "blue shoes", "white tshirt"]
 
 

@@ -17,6 +17,8 @@ from tests.conftest import make_untrained_run
 from tests.exporting.conftest import SHOP_FILTERS
 from tfmmsearch.exporting.index_rows import read_index
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 QUERIES = ["black caps", "red dress for women", "blue shoes", "white tshirt men"]
 LISTS, NPROBE, TOP_K = 6, 2, 10
 

@@ -15,6 +15,8 @@ from tfmmsearch.exporting.export import export, reindex
 from tfmmsearch.model.lexical import MAX_QUERY_WORDS, MAX_TITLE_WORDS, query_coverage, word_ids
 from tfmmsearch.model.build import load_run_config, load_trained_model
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 QUERIES = ["black caps", "red dress for women", "blue shoes", "white tshirt"]
 
 

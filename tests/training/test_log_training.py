@@ -22,6 +22,8 @@ from tfmmsearch.data.synthetic_log import generate_synthetic_search_log
 from tfmmsearch.model.build import build_model, load_trained_model
 from tfmmsearch.model.warm_start import WarmStartError, warm_start
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 DAYS = 10
 
 

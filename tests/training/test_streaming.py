@@ -28,6 +28,8 @@ from tfmmsearch.training.datasets import training_dataset
 from tfmmsearch.training.examples import build_examples
 from tfmmsearch.training.streaming import streaming_training_dataset
 
+pytestmark = pytest.mark.heavy  # trains or exports in its fixtures: scheduled first
+
 SIZE = 16
 COLOURS = {"Red": (255, 0, 0), "Green": (0, 255, 0), "Blue": (0, 0, 255)}
 
