@@ -21,11 +21,13 @@ $(STAMP): setup.py Makefile
 demo: $(STAMP)
 	$(BIN)/tfmmsearch demo
 
-# Test files run in parallel (pytest-xdist), each file in one worker so its fixtures are built once.
+# Test files run in parallel (pytest-xdist), each file in one worker so its fixtures are built once,
+# in collection order (tests/conftest.py puts the slow and heavy files first; xdist would
+# otherwise start the files with most tests first and leave the long few-test ones for the end).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The Myntra quality and speed benchmarks (about 1 h on 2 cores; see benchmarks/README.md).
 bench: $(STAMP)
