@@ -84,13 +84,21 @@ def test_nprobe_per_request_trades_recall_for_work(module):
     rows = len(QUERIES)
     every = _decoded(retrieve(embedding=embeddings, nprobe=tf.fill([rows], LISTS))["product_ids"])
     assert every == _ids(module, _exact_top(module, embeddings.numpy()))
-    # One list: only members of each query's nearest list come back.
-    one = _decoded(retrieve(embedding=embeddings, nprobe=tf.ones([rows], tf.int32))["product_ids"])
+    # One list, a query at a time: only members of its nearest list come back, unless that
+    # list holds over a quarter of the index (an untrained tower crowds some lists), which
+    # IVFIndex.search scores exactly by design (both cases: tests/exporting/test_ivf_index.py).
     lists = module.index.ivf.lists.numpy()
+    sizes = np.bincount(lists, minlength=LISTS)
     nearest = (embeddings.numpy() @ module.index.ivf.centroids.numpy().T).argmax(1)
     where = read_index(module).position_of()
-    for row, found in enumerate(one):
-        assert found and {lists[where[pid]] for pid in found} == {nearest[row]}
+    exact = _ids(module, _exact_top(module, embeddings.numpy()))
+    for row in range(rows):
+        [found] = _decoded(retrieve(embedding=embeddings[row:row + 1],
+                                    nprobe=tf.ones([1], tf.int32))["product_ids"])
+        if sizes[nearest[row]] > len(lists) // 4:
+            assert found == exact[row]
+        else:
+            assert found and {lists[where[pid]] for pid in found} == {nearest[row]}
     # 0 = the export's nprobe: the same as `retrieve` of the same queries.
     default = _decoded(retrieve(embedding=embeddings, nprobe=tf.zeros([rows], tf.int32))["product_ids"])
     assert default == _decoded(module.signatures["retrieve"](query=tf.constant(QUERIES))["product_ids"])
