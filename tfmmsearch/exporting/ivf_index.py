@@ -3,7 +3,7 @@
 Exact scoring reads every item vector for every query: memory-bound, about 73 ms per query at
 1M items on 2 cores, and 10M float32 vectors do not fit beside the rest of an export. ScaNN is
 faster but its custom ops do not load in stock TF Serving. An IVF index needs only matmul,
-top_k, gather and ragged ranges:
+top_k, gather, slices, a while loop and ragged tensors:
 
 - partition centroids [L, D] are learned by spherical k-means (numpy, at index time,
   `train_centroids`); every item belongs to the list of its nearest centroid;
