@@ -389,16 +389,6 @@ def numpy_exact(held: np.ndarray) -> Setting:
     return Setting("numpy-exact", search, memory_mb=mb, scan_memory_mb=mb)
 
 
-def ivf_nbytes(ivf: IVFIndex) -> dict[str, int]:
-    """ivf.nbytes(), or the same sum from the variables' current shapes where it cannot read
-    a static shape (the resizable variables' first dimension is None)."""
-    try:
-        return ivf.nbytes()
-    except TypeError:
-        return {v.name.split(":")[0]: int(tf.size(v, out_type=tf.int64)) * v.dtype.size
-                for v in (ivf.centroids, ivf.offsets, ivf.members, ivf.codes, ivf.lists)}
-
-
 def ivf_settings(variable: tf.Variable, data: Dataset, held: np.ndarray | None, lists: int,
                  nprobes: list[int], iterations: int, seed: int) -> list[Setting]:
     """k-means on a sample, IVFIndex.build over the variable, one setting per nprobe."""
@@ -416,7 +406,7 @@ def ivf_settings(variable: tf.Variable, data: Dataset, held: np.ndarray | None, 
     ivf = IVFIndex(data.dim)
     ivf.build(tf.convert_to_tensor(variable), tf.constant(centroids))
     build_s = time.time() - start
-    nbytes = ivf_nbytes(ivf)
+    nbytes = ivf.nbytes()
     scan_mb = sum(nbytes.values()) / 2**20
     total_mb = scan_mb + variable.shape[0] * data.dim * 4 / 2**20
     logger.info("tfmmsearch-ivf: %d lists, k-means %.1f s + %s %.1f s; IVF structure %.0f MB "
