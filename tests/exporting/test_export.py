@@ -41,6 +41,25 @@ def test_version_layout_and_saved_model_cli_lists_every_signature(exported):
         assert f"signature_def['{name}']" in shown.stdout
 
 
+def test_the_export_holds_no_keras_layer_traces(exported, tiny_run):
+    # Layer call traces are for tf.keras.models.load_model, which nothing does with an export;
+    # they cost a third of the export's time (export._keras_layer_traces_off). The pretrained
+    # encoders arrive as SavedModels with traces of their own: only the model's layers count.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from tfmmsearch.model.build import load_trained_model
+
+    _, model = load_trained_model(tiny_run)
+    ours = {module.name for part in (model.item_tower, model.query_tower, model.ranking_head)
+            for module in (part, *part.submodules)}
+    proto = saved_model_pb2.SavedModel.FromString((exported / "saved_model.pb").read_bytes())
+    traced = {function.signature.name.removeprefix("__inference_").split("_layer_call_and_")[0]
+              for function in proto.meta_graphs[0].graph_def.library.function
+              if "_layer_call_and_return_conditional_losses" in function.signature.name}
+    assert "image_projection_hidden" in ours
+    assert not ours & traced, sorted(ours & traced)
+
+
 FRESH_PROCESS = textwrap.dedent("""
     import sys, json
     import numpy as np, tensorflow as tf, tensorflow_text  # nothing from tfmmsearch

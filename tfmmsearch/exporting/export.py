@@ -235,6 +235,23 @@ def _save_new_values(loaded, previous: Path, into: Path) -> bool:
     return True
 
 
+def _keras_layer_traces_off():
+    """A context in which `tf.saved_model.save` skips tf_keras's per-layer call traces.
+
+    Saving a module that tracks Keras layers makes tf_keras trace every layer's `call` (and
+    its losses) into the SavedModel, for `tf.keras.models.load_model`. An export is served
+    by its signatures and read back with `tf.saved_model.load` or as a checkpoint, never as
+    Keras layers: the traces cost about a third of each export's time (15.4 -> 11.5 s for
+    the tiny test model) and ~10% of its size. tf_keras keeps the switch
+    (`save_traces=False` of `model.save`) in a private module; without it, export saves the
+    traces as before."""
+    try:
+        from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+    except ImportError:  # another tf_keras layout: save as tf.saved_model.save does
+        return contextlib.nullcontext()
+    return keras_option_scope(save_traces=False)
+
+
 def write_version(module, base_dir: str | Path, signatures: dict, products: list[Product],
                   model_name: str, item_features: dict | None = None,
                   previous: Path | None = None) -> Path:
@@ -257,7 +274,8 @@ def write_version(module, base_dir: str | Path, signatures: dict, products: list
     columns = export_attribute_columns(module)
     try:
         if previous is None or not _save_new_values(module, previous, tmp_dir):
-            tf.saved_model.save(module, str(tmp_dir), signatures=signatures)
+            with _keras_layer_traces_off():
+                tf.saved_model.save(module, str(tmp_dir), signatures=signatures)
         if products or previous is None or not warmup_path(previous).is_file():
             sample = products[:4]
             requests = search_warmup_requests(
