@@ -337,6 +337,8 @@ def main(argv=None) -> int:
     parser.add_argument("--section", choices=("all",) + SECTIONS, default="all",
                         help="run one section only (used internally: each runs in its own process)")
     parser.add_argument("--part-out", default="", help="where --section writes its JSON")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the sections in this process (tests; timings less clean)")
     args = parser.parse_args(argv)
     setup_logging()
     start = time.time()
@@ -359,6 +361,11 @@ def main(argv=None) -> int:
     # Each section runs in a fresh process: in one long-lived process, the index-scale timings
     # after training and re-indexing came out up to 13x slower than in a fresh one (RESULTS.md).
     for section in SECTIONS:
+        if args.in_process:  # through JSON as from a section process (string keys)
+            part = run_section(argparse.Namespace(**{**vars(args), "section": section}),
+                               config, export_base, work)
+            summary.update(json.loads(json.dumps(part, default=str)))
+            continue
         part_out = work / f"part-{section}.json"
         command = [sys.executable, str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:]),
                    "--section", section, "--part-out", str(part_out)]

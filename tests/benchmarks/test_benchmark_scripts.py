@@ -108,7 +108,7 @@ def test_speed_measures_training_serving_and_index_scale(quality_run):
         "--export", str(out / "export" / "attention"), "--config", str(config_path),
         "--set", f"data.work_dir={out / 'data'}", "--work", str(root / "speed"),
         "--results", str(root / "results"), "--rounds", "2", "--train-batch", "8",
-        "--train-products", "40", "--sizes", "300,1000"])
+        "--train-products", "40", "--sizes", "300,1000", "--in-process"])
     assert code == 0
     summary = json.loads((root / "results" / "speed.json").read_text())
     rates = summary["training"]["examples_per_s"]
